@@ -1,0 +1,62 @@
+"""Turn corpus names (and roots) into one feature table."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from fedaudit.data.table import FeatureTable
+from fedaudit.exceptions import CorpusError
+
+__all__ = ["load_features"]
+
+
+def load_features(
+    corpora: Sequence[str],
+    *,
+    roots: Sequence[str | os.PathLike[str]] = (),
+    feature_set: str = "emobase",
+    cache_dir: str | os.PathLike[str] | None = None,
+    n_jobs: int = 2,
+    progress: Callable[[int, int], None] | None = None,
+) -> FeatureTable:
+    """Features of one or more corpora, combined.
+
+    Demo corpora (``demo-private``, ``demo-shadow``) come from the features
+    shipped with fedaudit and need no root. Every other corpus is read from
+    its root in its published layout (one root per non-demo corpus, in order)
+    and its audio is run through openSMILE, with an on-disk cache.
+    """
+    from fedaudit.data.demo import DEMO_CORPORA, load_demo
+    from fedaudit.data.features import extract_features
+    from fedaudit.data.loaders import LOADERS, load_corpus
+
+    if not corpora:
+        raise CorpusError("No corpus given; name at least one, e.g. --corpus demo-private.")
+    real = [c for c in corpora if c not in DEMO_CORPORA]
+    for name in real:
+        if name not in LOADERS:
+            raise CorpusError(
+                f"Unknown corpus {name!r}; choose one of {sorted([*DEMO_CORPORA, *LOADERS])}."
+            )
+    if len(roots) != len(real):
+        raise CorpusError(
+            f"Give one --data-root per non-demo corpus: {len(real)} corpora ({real}) but {len(roots)} roots."
+        )
+    root_of = dict(zip(real, [Path(r) for r in roots], strict=True))
+    tables = []
+    for name in corpora:
+        if name in DEMO_CORPORA:
+            if feature_set != "emobase":
+                raise CorpusError(
+                    f"The demo corpus {name!r} ships Emo-Base features only; got feature set {feature_set!r}. "
+                    "Synthesise its audio with `fedaudit corpus synth` to extract other features."
+                )
+            tables.append(load_demo(name))
+        else:
+            utterances = load_corpus(name, root_of[name])
+            tables.append(
+                extract_features(utterances, feature_set=feature_set, cache_dir=cache_dir, n_jobs=n_jobs, progress=progress)
+            )
+    return FeatureTable.concat(tables)

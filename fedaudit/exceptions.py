@@ -1,0 +1,67 @@
+"""Errors and warnings raised by fedaudit.
+
+Every error carries an ``exit_code`` so the command line needs no lookup table,
+and subclasses the builtin that fits so callers may catch either one.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "CorpusError",
+    "FedAuditError",
+    "FedAuditWarning",
+    "FeatureError",
+    "FormatVersionError",
+    "IncompleteRecordingWarning",
+    "InvalidParameterError",
+    "RecordingError",
+    "SkippedAudioWarning",
+]
+
+
+class FedAuditError(Exception):
+    """Base class of every error fedaudit raises on purpose."""
+
+    exit_code = 1
+
+
+class InvalidParameterError(FedAuditError, ValueError):
+    """A parameter has a value outside its allowed range or set."""
+
+    exit_code = 2
+
+
+class CorpusError(FedAuditError, ValueError):
+    """A corpus is missing, unknown, or not in its published layout."""
+
+    exit_code = 2
+
+
+class FeatureError(FedAuditError, RuntimeError):
+    """Feature extraction failed or produced unusable features."""
+
+    exit_code = 1
+
+
+class RecordingError(FedAuditError, OSError):
+    """A recording cannot be written or read."""
+
+    exit_code = 1
+
+
+class FormatVersionError(RecordingError, ValueError):
+    """A recording was written in a format version this fedaudit cannot read."""
+
+    exit_code = 3
+
+
+class FedAuditWarning(UserWarning):
+    """Base class of fedaudit's warnings."""
+
+
+class SkippedAudioWarning(FedAuditWarning):
+    """Some audio files were unreadable, empty or too short and were skipped."""
+
+
+class IncompleteRecordingWarning(FedAuditWarning):
+    """A recording was not closed cleanly; only its completed rounds are served."""

@@ -1,0 +1,308 @@
+"""FedSGD and FedAvg simulation on a feature table.
+
+Implementation based on McMahan et al., "Communication-efficient learning of
+deep networks from decentralized data" (AISTATS 2017), in the setting of Feng
+et al., "Attribute inference attack of speech emotion recognition in federated
+learning settings" (Interspeech 2022).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from fedaudit.config import FLConfig
+from fedaudit.data.clients import ClientData, FederatedSplit, split_clients
+from fedaudit.data.normalize import normalize_features
+from fedaudit.data.table import EMOTIONS, FeatureTable
+from fedaudit.fl.hooks import ClientInfo, Hook, RoundMetrics, RunInfo
+from fedaudit.fl.models import build_model, parameter_shapes
+from fedaudit.metrics.basic import accuracy, uar
+from fedaudit.types import ClientUpdate
+
+__all__ = ["SimulationResult", "Transform", "pseudo_gradient", "simulate"]
+
+logger = logging.getLogger(__name__)
+
+#: A defense applied to each client update before it leaves the client.
+Transform = Callable[[ClientUpdate, np.random.Generator], ClientUpdate]
+
+
+@dataclass(frozen=True, kw_only=True, eq=False)
+class SimulationResult:
+    """Outcome of a run: utility per round and the best round by validation UAR."""
+
+    config: FLConfig
+    history: list[RoundMetrics]
+    best_round: int
+    best_weights: dict[str, np.ndarray]
+    final_weights: dict[str, np.ndarray]
+    split: FederatedSplit
+    extras: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def best(self) -> RoundMetrics:
+        return self.history[self.best_round]
+
+    def summary(self) -> dict[str, Any]:
+        b = self.best
+        return {
+            "best_round": self.best_round,
+            "val_uar": b.val_uar,
+            "val_acc": b.val_acc,
+            "test_uar": b.test_uar,
+            "test_acc": b.test_acc,
+            "rounds": len(self.history),
+            "n_clients": len(self.split.clients),
+            "test_speakers": len(self.split.test_speakers),
+        }
+
+
+def pseudo_gradient(
+    global_weights: Mapping[str, np.ndarray], local_weights: Mapping[str, np.ndarray], *, lr: float, local_steps: int
+) -> dict[str, np.ndarray]:
+    """FedAvg pseudo-gradient ``(theta_global - theta_local) / (lr * U)``.
+
+    ``U`` is the number of local optimiser steps (local epochs x mini-batches
+    per epoch). For plain SGD it is the mean of the local mini-batch gradients.
+    """
+    scale = 1.0 / (lr * local_steps)
+    return {
+        name: ((np.asarray(g, dtype=np.float64) - np.asarray(local_weights[name], dtype=np.float64)) * scale).astype(
+            np.float32
+        )
+        for name, g in global_weights.items()
+    }
+
+
+def _params(model: nn.Module) -> dict[str, torch.Tensor]:
+    return {".".join(n.split(".")[-2:]): p for n, p in model.named_parameters()}
+
+
+def _snapshot(params: Mapping[str, torch.Tensor]) -> dict[str, np.ndarray]:
+    return {n: p.detach().numpy().copy() for n, p in params.items()}
+
+
+class _Federation:
+    """State of one simulated run (model, data tensors, random generators)."""
+
+    def __init__(self, config: FLConfig, table: FeatureTable, split: FederatedSplit) -> None:
+        self.config = config
+        self.split = split
+        self.x = torch.from_numpy(np.ascontiguousarray(table.x, dtype=np.float32))
+        label = {e: i for i, e in enumerate(EMOTIONS)}
+        self.y = torch.from_numpy(np.array([label[e] for e in table.emotion], dtype=np.int64))
+        self.model = build_model(
+            config.model, table.n_features, hidden=config.hidden, dropout=config.dropout, n_classes=config.n_classes
+        )
+        self.params = _params(self.model)
+        self.worker = build_model(
+            config.model, table.n_features, hidden=config.hidden, dropout=config.dropout, n_classes=config.n_classes
+        )
+        self.worker_params = _params(self.worker)
+        self.loss_fn = nn.CrossEntropyLoss()
+        self.batch_rng = np.random.default_rng([config.seed, 2])
+        self.val_rows = torch.from_numpy(np.concatenate([c.val_rows for c in split.clients]))
+        self.test_rows = torch.from_numpy(split.test_rows)
+
+    # -- client side -------------------------------------------------------
+    def fedsgd_update(self, client: ClientData, server_round: int) -> tuple[ClientUpdate, float]:
+        cfg = self.config
+        n = min(cfg.batch_size, len(client.train_rows))
+        rows = torch.from_numpy(self.batch_rng.choice(client.train_rows, size=n, replace=False))
+        self.model.train()
+        self.model.zero_grad(set_to_none=True)
+        loss = self.loss_fn(self.model(self.x[rows]), self.y[rows])
+        loss.backward()
+        arrays = {name: p.grad.detach().numpy().copy() for name, p in self.params.items()}
+        update = ClientUpdate(
+            server_round=server_round, client_id=client.client_id, kind="gradient", arrays=arrays,
+            num_samples=n, local_steps=1, lr=cfg.client_lr,
+        )
+        return update, float(loss.item())
+
+    def fedavg_update(
+        self, client: ClientData, server_round: int, global_np: Mapping[str, np.ndarray]
+    ) -> tuple[ClientUpdate, float]:
+        cfg = self.config
+        with torch.no_grad():
+            for name, p in self.worker_params.items():
+                p.copy_(self.params[name])
+        opt_cls = torch.optim.Adam if cfg.optimizer == "adam" else torch.optim.SGD
+        optimizer = opt_cls(self.worker.parameters(), lr=cfg.client_lr)
+        self.worker.train()
+        steps, losses = 0, []
+        train_rows = client.train_rows
+        for _ in range(cfg.local_epochs):
+            order = self.batch_rng.permutation(train_rows)
+            for start in range(0, len(order), cfg.batch_size):
+                rows = torch.from_numpy(order[start : start + cfg.batch_size])
+                optimizer.zero_grad(set_to_none=True)
+                loss = self.loss_fn(self.worker(self.x[rows]), self.y[rows])
+                loss.backward()
+                optimizer.step()
+                steps += 1
+                losses.append(float(loss.item()))
+        local_np = _snapshot(self.worker_params)
+        arrays = pseudo_gradient(global_np, local_np, lr=cfg.client_lr, local_steps=steps)
+        update = ClientUpdate(
+            server_round=server_round, client_id=client.client_id, kind="pseudo_gradient", arrays=arrays,
+            num_samples=len(train_rows) * cfg.local_epochs, local_steps=steps, lr=cfg.client_lr,
+            global_weights=global_np, local_weights=local_np,
+        )
+        return update, float(np.mean(losses))
+
+    # -- server side -------------------------------------------------------
+    def apply(self, updates: Sequence[ClientUpdate]) -> None:
+        """theta <- theta - sum_k w_k lr_k U_k update_k, w_k proportional to sample counts.
+
+        For untouched FedAvg updates this is the weighted mean of the local
+        weights; for FedSGD it is one SGD step on the weighted mean gradient.
+        """
+        total = float(sum(u.num_samples for u in updates))
+        with torch.no_grad():
+            for name, p in self.params.items():
+                delta = np.zeros(p.shape, dtype=np.float64)
+                for u in updates:
+                    delta += (u.num_samples / total) * u.lr * u.local_steps * np.asarray(u.arrays[name], np.float64)
+                p.sub_(torch.from_numpy(delta.astype(np.float32)))
+
+    def evaluate(self, rows: torch.Tensor) -> tuple[float, float]:
+        if len(rows) == 0:
+            return float("nan"), float("nan")
+        self.model.eval()
+        with torch.no_grad():
+            pred = self.model(self.x[rows]).argmax(dim=1).numpy()
+        truth = self.y[rows].numpy()
+        return uar(truth, pred), accuracy(truth, pred)
+
+
+def _local_weights(update: ClientUpdate) -> dict[str, np.ndarray] | None:
+    if update.global_weights is None:
+        return None
+    scale = update.lr * update.local_steps
+    return {n: (update.global_weights[n] - scale * a).astype(np.float32) for n, a in update.arrays.items()}
+
+
+def simulate(
+    config: FLConfig,
+    table: FeatureTable,
+    *,
+    transforms: Sequence[Transform] = (),
+    hooks: Sequence[Hook] = (),
+    data_info: Mapping[str, Any] | None = None,
+    extra_config: Mapping[str, Any] | None = None,
+) -> SimulationResult:
+    """Simulate federated training of the SER model on ``table``.
+
+    Parameters
+    ----------
+    config
+        The run configuration (algorithm, rounds, learning rate, split, seed, ...).
+    table
+        Extracted features of every utterance (not yet normalised).
+    transforms
+        Defenses applied, in order, to each client update before it is sent.
+    hooks
+        Observers told about the run, each round and each client update
+        (after the transforms: what crosses the wire).
+    data_info
+        Description of the data (corpus, feature set) written into the run record.
+    extra_config
+        Further settings (defenses) to record with the configuration.
+
+    Returns
+    -------
+    SimulationResult
+        Utility per round, the best round by validation UAR and its weights.
+    """
+    split = split_clients(
+        table, n_folds=config.n_folds, fold=config.fold, clients_per_speaker=config.clients_per_speaker,
+        val_fraction=config.val_fraction, seed=config.seed,
+    )
+    train_mask = np.zeros(len(table), dtype=bool)
+    train_mask[split.train_mask_rows] = True
+    table = normalize_features(table, method=config.normalization, train_mask=train_mask)
+
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(config.seed)
+        fed = _Federation(config, table, split)
+        return _run(config, fed, split, transforms, hooks, data_info or {}, extra_config or {})
+
+
+def _run(
+    config: FLConfig, fed: _Federation, split: FederatedSplit, transforms: Sequence[Transform],
+    hooks: Sequence[Hook], data_info: Mapping[str, Any], extra_config: Mapping[str, Any],
+) -> SimulationResult:
+    clients = split.clients
+    select_rng = np.random.default_rng([config.seed, 1])
+    defense_rng = np.random.default_rng([config.seed, 3])
+    n_select = max(1, int(math.floor(config.client_fraction * len(clients) + 0.5)))
+    info = RunInfo(
+        config={**config.to_dict(), **extra_config},
+        parameter_shapes=parameter_shapes(fed.model),
+        clients=[
+            ClientInfo(client_id=c.client_id, corpus=c.corpus, n_train=len(c.train_rows), n_val=len(c.val_rows),
+                       speaker_id=c.speaker_id, gender=c.gender)
+            for c in clients
+        ],
+        initial_weights=_snapshot(fed.params),
+        data=dict(data_info),
+    )
+    for hook in hooks:
+        hook.on_run_start(info)
+
+    history: list[RoundMetrics] = []
+    best_round, best_uar, best_weights = 0, -math.inf, _snapshot(fed.params)
+    for server_round in range(config.rounds):
+        selected = sorted(select_rng.choice(len(clients), size=n_select, replace=False).tolist())
+        global_np = _snapshot(fed.params)
+        for hook in hooks:
+            hook.on_round_start(server_round, selected, global_np)
+        updates, losses = [], []
+        for cid in selected:
+            if config.algorithm == "fedsgd":
+                update, loss = fed.fedsgd_update(clients[cid], server_round)
+            else:
+                update, loss = fed.fedavg_update(clients[cid], server_round, global_np)
+            for transform in transforms:
+                update = transform(update, defense_rng)
+            if update.global_weights is not None and transforms:
+                update = _with_local(update)
+            for hook in hooks:
+                hook.on_client_update(update)
+            updates.append(update)
+            losses.append(loss)
+        fed.apply(updates)
+        val_uar, val_acc = fed.evaluate(fed.val_rows)
+        test_uar, test_acc = fed.evaluate(fed.test_rows)
+        metrics = RoundMetrics(
+            server_round=server_round, val_uar=val_uar, val_acc=val_acc, test_uar=test_uar, test_acc=test_acc,
+            train_loss=float(np.mean(losses)), n_clients=len(selected),
+        )
+        history.append(metrics)
+        if val_uar > best_uar:
+            best_round, best_uar, best_weights = server_round, val_uar, _snapshot(fed.params)
+        for hook in hooks:
+            hook.on_round_end(metrics)
+
+    result = SimulationResult(
+        config=config, history=history, best_round=best_round, best_weights=best_weights,
+        final_weights=_snapshot(fed.params), split=split,
+    )
+    for hook in hooks:
+        hook.on_run_end(result.summary())
+    return result
+
+
+def _with_local(update: ClientUpdate) -> ClientUpdate:
+    from dataclasses import replace
+
+    return replace(update, local_weights=_local_weights(update))
