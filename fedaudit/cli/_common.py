@@ -13,7 +13,7 @@ from rich.markup import escape
 from fedaudit.exceptions import FedAuditError
 
 console = Console()
-err_console = Console(stderr=True)
+err_console = Console(stderr=True, soft_wrap=True)
 
 
 @contextlib.contextmanager

@@ -1,0 +1,78 @@
+"""`fedaudit inspect`: the summary of a recording."""
+
+from __future__ import annotations
+
+import json
+import warnings
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.markup import escape
+from rich.table import Table
+
+from fedaudit.cli._common import console, error_boundary
+from fedaudit.exceptions import IncompleteRecordingWarning
+
+
+def inspect(
+    path: Annotated[Path, typer.Argument(help="A recording written by `fedaudit record`.")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
+) -> None:
+    """Show a recording's configuration, clients, rounds, layers, size and completeness."""
+    from fedaudit.record.store import UpdateStore
+
+    with error_boundary():
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", IncompleteRecordingWarning)
+            store = UpdateStore.open(path)
+        with store:
+            summary = {
+                "path": str(path),
+                "complete": store.complete,
+                "rounds_completed": store.rounds_completed,
+                "rounds_planned": store.config.get("rounds"),
+                "updates": store.n_updates,
+                "clients": len(store.client_ids),
+                "size_bytes": store.size_bytes,
+                "parameters": {a["name"]: a["shape"] for a in store.architecture},
+                "config": store.config,
+                "versions": store.versions,
+                "result": store.result,
+            }
+            if as_json:
+                typer.echo(json.dumps(summary, indent=2, sort_keys=True))
+                return
+            status = "[green]complete[/]" if store.complete else (
+                f"[yellow]incomplete[/]: {store.rounds_completed} of {store.config.get('rounds')} rounds"
+            )
+            head = Table(title=escape(str(path)), show_header=False)
+            data = store.config.get("data", {})
+            for key, value in [
+                ("status", status),
+                ("algorithm", store.config.get("algorithm")),
+                ("corpora", ", ".join(data.get("corpora", []))),
+                ("features", f"{data.get('feature_set')} ({data.get('n_features')})"),
+                ("normalisation", store.config.get("normalization")),
+                ("lr / batch / local epochs", f"{store.config.get('lr')} / {store.config.get('batch_size')} / "
+                                             f"{store.config.get('local_epochs')}"),
+                ("seed", store.config.get("seed")),
+                ("clients", len(store.client_ids)),
+                ("rounds", store.rounds_completed),
+                ("updates", store.n_updates),
+                ("size", f"{store.size_bytes / 1e6:.1f} MB"),
+                ("fedaudit", store.versions.get("fedaudit")),
+            ]:
+                head.add_row(key, escape(str(value)) if key != "status" else value)
+            res = store.result
+            if res:
+                head.add_row("best round", str(res.get("best_round")))
+                head.add_row("test UAR", f"{res.get('test_uar', float('nan')):.3f}")
+            console.print(head)
+            layers = Table(title="parameters")
+            layers.add_column("layer")
+            layers.add_column("parameter")
+            layers.add_column("shape")
+            for a in store.architecture:
+                layers.add_row(a["layer"], a["param"], " x ".join(map(str, a["shape"])))
+            console.print(layers)

@@ -1,0 +1,139 @@
+"""`fedaudit record`: run a federation and record every client update."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Annotated, Any
+
+import numpy as np
+import typer
+from rich.markup import escape
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskProgressColumn, TextColumn, TimeRemainingColumn
+from rich.table import Table
+
+from fedaudit.cli._common import console, error_boundary
+from fedaudit.config import ALGORITHMS, NORMALIZATIONS, OPTIMIZERS, FLConfig
+from fedaudit.exceptions import InvalidParameterError
+from fedaudit.fl.hooks import BaseHook, RoundMetrics, RunInfo
+from fedaudit.types import ClientUpdate
+
+
+class _ProgressHook(BaseHook):
+    """Live display: round, clients, validation UAR, MB written, ETA."""
+
+    def __init__(self, progress: Progress, rounds: int, recorder_bytes: Any) -> None:
+        self.progress = progress
+        self.task = progress.add_task("recording", total=rounds, uar="-", mb=0.0, clients=0)
+        self._bytes = recorder_bytes
+
+    def on_round_end(self, metrics: RoundMetrics) -> None:
+        self.progress.update(
+            self.task, advance=1, uar=f"{metrics.val_uar:.3f}", clients=metrics.n_clients,
+            mb=self._bytes() / 1e6,
+        )
+
+
+def _choice(name: str, value: str, choices: tuple[str, ...]) -> str:
+    if value not in choices:
+        raise InvalidParameterError(f"--{name} must be one of {list(choices)}; got {value!r}.")
+    return value
+
+
+def _dropout(value: str, n_hidden: int) -> tuple[float, ...]:
+    try:
+        rates = [float(v) for v in value.split(",")]
+    except ValueError:
+        raise InvalidParameterError(
+            f"--dropout takes a rate or comma-separated rates per hidden layer, e.g. 0.2 or 0.2,0.0; got {value!r}."
+        ) from None
+    if len(rates) == 1:  # the first hidden layer, as in the publication; later layers none
+        rates = rates + [0.0] * (n_hidden - 1)
+    return tuple(rates)
+
+
+def record(
+    corpus: Annotated[list[str], typer.Option("--corpus", "-c", help="Corpus name; repeat to combine corpora (demo-private, demo-shadow, crema-d, iemocap, msp-improv, emodb, ravdess, manifest).")] = ["demo-private"],  # noqa: B006
+    data_root: Annotated[list[Path], typer.Option("--data-root", help="Root folder of each non-demo corpus, in order.")] = [],  # noqa: B006
+    feature_set: Annotated[str, typer.Option(help="emobase, egemaps, compare or mfcc.")] = "emobase",
+    algorithm: Annotated[str, typer.Option("--algorithm", "-a", help="fedsgd or fedavg.")] = "fedsgd",
+    rounds: Annotated[int, typer.Option(min=1, help="Global rounds.")] = 200,
+    seed: Annotated[int, typer.Option(min=0, help="Seed of every random choice.")] = 0,
+    out: Annotated[Path | None, typer.Option("--out", "-o", help="Output .h5 (default recorded_updates/<corpus>_<algorithm>_s<seed>.h5).")] = None,
+    lr: Annotated[float | None, typer.Option(help="Client learning rate (default 0.1 FedSGD, 0.0005 FedAvg).")] = None,
+    local_epochs: Annotated[int, typer.Option(min=1, help="FedAvg local epochs.")] = 1,
+    batch_size: Annotated[int, typer.Option(min=1, help="Local mini-batch size.")] = 20,
+    client_fraction: Annotated[float, typer.Option(help="Share of clients per round.")] = 0.1,
+    optimizer: Annotated[str, typer.Option(help="FedAvg local optimiser: sgd or adam.")] = "adam",
+    normalization: Annotated[str, typer.Option(help="none, global or speaker.")] = "global",
+    dropout: Annotated[str, typer.Option(help="Dropout rate of the first hidden layer, or one rate per hidden layer.")] = "0.2",
+    clients_per_speaker: Annotated[int, typer.Option(min=1, help="Split each speaker into k clients.")] = 1,
+    fold: Annotated[int, typer.Option(min=0, help="Held-out speaker fold.")] = 0,
+    n_folds: Annotated[int, typer.Option(min=2, help="Number of speaker folds.")] = 5,
+    dtype: Annotated[str, typer.Option(help="Storage of updates: float32 or float16.")] = "float32",
+    store_globals: Annotated[bool, typer.Option(help="Also store the global weights of every round.")] = False,
+    cache_dir: Annotated[Path | None, typer.Option(help="Feature cache (default $FEDAUDIT_CACHE_DIR or ~/.cache/fedaudit).")] = None,
+    jobs: Annotated[int, typer.Option(min=1, help="Processes for feature extraction.")] = 2,
+    force: Annotated[bool, typer.Option("--force", help="Overwrite an existing recording.")] = False,
+) -> None:
+    """Run a simulated federation and record every client update to HDF5."""
+    from fedaudit.data.sources import load_features
+    from fedaudit.record.run import record_run
+    from fedaudit.settings import Settings
+
+    with error_boundary():
+        _choice("algorithm", algorithm, ALGORITHMS)
+        _choice("optimizer", optimizer, OPTIMIZERS)
+        _choice("normalization", normalization, NORMALIZATIONS)
+        _choice("dtype", dtype, ("float32", "float16"))
+        hidden = (256, 128)
+        config = FLConfig(
+            algorithm=algorithm, rounds=rounds, client_fraction=client_fraction, batch_size=batch_size, lr=lr,
+            local_epochs=local_epochs, optimizer=optimizer, normalization=normalization,
+            dropout=_dropout(dropout, len(hidden)), hidden=hidden, clients_per_speaker=clients_per_speaker,
+            n_folds=n_folds, fold=fold, seed=seed,
+        )
+        settings = Settings()
+        if out is None:
+            settings.recordings_dir.mkdir(parents=True, exist_ok=True)
+            out = settings.recordings_dir / f"{'+'.join(corpus)}_{algorithm}_s{seed}.h5"
+        if out.exists() and not force:
+            raise InvalidParameterError(f"{out} already exists; choose another --out or pass --force to overwrite it.")
+        if not out.parent.is_dir():
+            raise InvalidParameterError(f"The folder {out.parent} does not exist; create it or choose another --out.")
+        with Progress(TextColumn("extracting features"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+                      console=console, transient=True) as prog:
+            task = prog.add_task("features", total=None)
+            table = load_features(
+                corpus, roots=data_root, feature_set=feature_set, cache_dir=cache_dir or settings.cache_dir,
+                n_jobs=jobs, progress=lambda done, total: prog.update(task, completed=done, total=total),
+            )
+        console.print(
+            f"[bold]{escape('+'.join(corpus))}[/]: {len(table)} utterances, {len(table.speakers)} speakers, "
+            f"{table.n_features} {escape(table.feature_set)} features"
+        )
+        t0 = time.perf_counter()
+        holder: dict[str, Any] = {}
+        with Progress(
+            TextColumn("round"), MofNCompleteColumn(), BarColumn(), TaskProgressColumn(),
+            TextColumn("clients {task.fields[clients]}  val UAR {task.fields[uar]}  {task.fields[mb]:.1f} MB"),
+            TimeRemainingColumn(), console=console,
+        ) as prog:
+            hook = _ProgressHook(prog, rounds, lambda: out.stat().st_size if out.exists() else 0)
+            result = record_run(config, table, out, dtype=dtype, store_globals=store_globals, overwrite=force,
+                                hooks=[hook])
+        holder["elapsed"] = time.perf_counter() - t0
+        summary = result.summary()
+        table_out = Table(title=f"Recorded {escape(str(out))}", show_header=False)
+        for key, value in [
+            ("algorithm", algorithm), ("rounds", rounds), ("clients", summary["n_clients"]),
+            ("held-out speakers", summary["test_speakers"]),
+            ("best round (validation UAR)", summary["best_round"]),
+            ("validation UAR", f"{summary['val_uar']:.3f}"),
+            ("test UAR / accuracy", f"{summary['test_uar']:.3f} / {summary['test_acc']:.3f}"),
+            ("file size", f"{out.stat().st_size / 1e6:.1f} MB"),
+            ("time", f"{holder['elapsed']:.1f} s"),
+        ]:
+            table_out.add_row(key, str(value))
+        console.print(table_out)
