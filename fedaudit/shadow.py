@@ -1,0 +1,108 @@
+"""Shadow training: re-run a target's federated setup on corpora the attacker owns.
+
+The attacker knows the architecture and hyper-parameters of the target run
+(Feng et al., Interspeech 2022, threat model); they are read from the target
+recording's configuration. Each shadow run is recorded in the same format, with
+the shadow speakers' genders as ground truth, which the attacker owns.
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from collections.abc import Callable, Sequence
+from dataclasses import fields
+from pathlib import Path
+from typing import Any
+
+from fedaudit.config import FLConfig
+from fedaudit.data.table import FeatureTable
+from fedaudit.exceptions import IncompleteRecordingWarning, InvalidParameterError, RecordingError
+from fedaudit.fl.hooks import Hook
+from fedaudit.record.run import record_run
+from fedaudit.record.store import UpdateStore
+
+__all__ = ["run_shadow", "shadow_config"]
+
+#: Settings copied from the target: what the attacker is assumed to know.
+_KNOWN = ("algorithm", "rounds", "client_fraction", "batch_size", "lr", "local_epochs", "optimizer", "model",
+          "hidden", "dropout", "n_classes", "normalization", "clients_per_speaker", "n_folds", "val_fraction")
+
+
+def shadow_config(target: UpdateStore | dict[str, Any], *, run: int, seed: int) -> FLConfig:
+    """The target's FL configuration, with the fold and seed of shadow run ``run``."""
+    config = target.config if isinstance(target, UpdateStore) else target
+    missing = [k for k in _KNOWN if k not in config]
+    if missing:
+        raise RecordingError(f"The target recording's configuration lacks {missing}; cannot mirror its setup.")
+    kwargs = {k: config[k] for k in _KNOWN}
+    kwargs["hidden"] = tuple(kwargs["hidden"])
+    kwargs["dropout"] = tuple(kwargs["dropout"])
+    kwargs["fold"] = run % int(kwargs["n_folds"])
+    kwargs["seed"] = seed + run
+    known = {f.name for f in fields(FLConfig)}
+    return FLConfig(**{k: v for k, v in kwargs.items() if k in known})
+
+
+def run_shadow(
+    target: str | os.PathLike[str],
+    table: FeatureTable,
+    *,
+    out_dir: str | os.PathLike[str],
+    runs: int = 5,
+    seed: int = 0,
+    name: str | None = None,
+    overwrite: bool = False,
+    hooks: Callable[[int], Sequence[Hook]] | None = None,
+) -> list[Path]:
+    """Record ``runs`` shadow runs mirroring the target's configuration.
+
+    Run ``k`` holds out speaker fold ``k mod n_folds`` and uses seed ``seed + k``.
+
+    Parameters
+    ----------
+    target
+        The target recording (only its configuration is read).
+    table
+        Features of the shadow corpora (the attacker's own data, genders known).
+    out_dir
+        Folder for ``<name>_run<k>.h5``.
+    runs
+        Number of shadow runs.
+    seed
+        Base seed.
+    name
+        File name prefix (default: ``shadow_<target stem>``).
+    overwrite
+        Replace existing shadow recordings.
+    hooks
+        ``hooks(k)`` gives extra hooks for run ``k`` (progress display).
+    """
+    if runs < 1:
+        raise InvalidParameterError(f"runs must be >= 1. Got {runs!r}.")
+    target = Path(target)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", IncompleteRecordingWarning)
+        with UpdateStore.open(target) as store:
+            config = dict(store.config)
+            target_data = dict(config.get("data", {}))
+    if target_data.get("n_features") not in (None, table.n_features) or target_data.get("feature_set") not in (
+        None, table.feature_set,
+    ):
+        raise InvalidParameterError(
+            f"The target was trained on {target_data.get('n_features')} {target_data.get('feature_set')} features, "
+            f"the shadow corpora give {table.n_features} {table.feature_set} features; extract the same feature set."
+        )
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    prefix = name or f"shadow_{target.stem}"
+    paths = [out_dir / f"{prefix}_run{k}.h5" for k in range(runs)]
+    existing = [p for p in paths if p.exists()]
+    if existing and not overwrite:
+        raise RecordingError(f"{existing[0]} already exists; choose another --out-dir or pass --force to overwrite.")
+    for k, path in enumerate(paths):
+        cfg = shadow_config(config, run=k, seed=seed)
+        record_run(cfg, table, path, overwrite=overwrite, hooks=list(hooks(k)) if hooks else [],
+                   data_info={"role": "shadow", "target": str(target)},
+                   extra_config={"shadow_of": target.name, "shadow_run": k})
+    return paths
