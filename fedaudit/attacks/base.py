@@ -218,7 +218,7 @@ def load_attack(path: str | os.PathLike[str]) -> Attack:
     js, pt = stem.with_suffix(".json"), stem.with_suffix(".pt")
     if not js.is_file() or not pt.is_file():
         raise InvalidParameterError(
-            f"No attack model at {stem} (expected {js.name} and {pt.name}); fit one with `fedaudit attack fit`."
+            f"No attack model at {stem} (expected {js.name} and {pt.name}); fit one with `fedaudit attack --save-model NAME`."
         )
     try:
         card = json.loads(js.read_text())

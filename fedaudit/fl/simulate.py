@@ -199,6 +199,7 @@ def simulate(
     hooks: Sequence[Hook] = (),
     data_info: Mapping[str, Any] | None = None,
     extra_config: Mapping[str, Any] | None = None,
+    num_threads: int | None = 1,
 ) -> SimulationResult:
     """Simulate federated training of the SER model on ``table``.
 
@@ -217,6 +218,11 @@ def simulate(
         Description of the data (corpus, feature set) written into the run record.
     extra_config
         Further settings (defenses) to record with the configuration.
+    num_threads
+        Torch intra-op threads during the run (restored afterwards). The
+        default 1 suits batch-20 MLP steps, too small to split across cores;
+        several threads contend badly when the machine is busy. ``None``
+        keeps torch's setting.
 
     Returns
     -------
@@ -231,10 +237,16 @@ def simulate(
     train_mask[split.train_mask_rows] = True
     table = normalize_features(table, method=config.normalization, train_mask=train_mask)
 
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(config.seed)
-        fed = _Federation(config, table, split)
-        return _run(config, fed, split, transforms, hooks, data_info or {}, extra_config or {})
+    previous_threads = torch.get_num_threads()
+    if num_threads is not None:
+        torch.set_num_threads(num_threads)
+    try:
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(config.seed)
+            fed = _Federation(config, table, split)
+            return _run(config, fed, split, transforms, hooks, data_info or {}, extra_config or {})
+    finally:
+        torch.set_num_threads(previous_threads)
 
 
 def _run(

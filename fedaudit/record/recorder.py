@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+import queue
+import threading
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Self
@@ -16,6 +18,42 @@ from fedaudit.record.store import ClientRow, UpdateStore, UpdateWriter
 from fedaudit.types import ClientUpdate
 
 __all__ = ["Recorder"]
+
+
+class _WriterThread:
+    """Runs writes in order on one background thread, at most ``depth`` rounds behind."""
+
+    def __init__(self, depth: int) -> None:
+        self._queue: queue.Queue[Callable[[], None] | None] = queue.Queue(maxsize=depth)
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, name="fedaudit-recorder", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while True:
+            job = self._queue.get()
+            if job is None:
+                return
+            if self._error is None:
+                try:
+                    job()
+                except BaseException as err:  # noqa: BLE001 - re-raised in the caller's thread
+                    self._error = err
+
+    def submit(self, job: Callable[[], None]) -> None:
+        self._raise()
+        self._queue.put(job)
+
+    def close(self) -> None:
+        if self._thread.is_alive():
+            self._queue.put(None)
+            self._thread.join()
+        self._raise()
+
+    def _raise(self) -> None:
+        if self._error is not None:
+            err, self._error = self._error, None
+            raise err
 
 
 class Recorder(BaseHook):
@@ -35,6 +73,12 @@ class Recorder(BaseHook):
         Also store the global weights at the start of each round.
     overwrite
         Replace an existing file.
+    background
+        Write on a background thread so training goes on meanwhile. The
+        recording is then at most ``depth`` rounds behind the simulation: a
+        round counts as completed once its commit has been flushed.
+    depth
+        Rounds that may wait for the background writer.
 
     Examples
     --------
@@ -44,9 +88,13 @@ class Recorder(BaseHook):
 
     def __init__(
         self, path: str | os.PathLike[str], *, dtype: str = "float32", store_globals: bool = False,
-        overwrite: bool = False,
+        overwrite: bool = False, background: bool = True, depth: int = 2,
     ) -> None:
         self.path = Path(path)
+        self.background = background
+        self.depth = depth
+        self._thread: _WriterThread | None = None
+        self._round: list[ClientUpdate] = []
         self.dtype = dtype
         self.store_globals = store_globals
         self.overwrite = overwrite
@@ -75,25 +123,44 @@ class Recorder(BaseHook):
             dtype=self.dtype,
             overwrite=self.overwrite,
         )
+        if self.background:
+            self._thread = _WriterThread(self.depth)
 
     def on_round_start(self, server_round: int, client_ids: list[int], global_weights: Mapping[str, np.ndarray]) -> None:
         self._global = global_weights
 
     def on_client_update(self, update: ClientUpdate) -> None:
-        self._require().add(update)
+        self._require()
+        self._round.append(update)
 
     def on_round_end(self, metrics: RoundMetrics) -> None:
-        self._require().commit_round(
-            global_weights=self._global,
-            metrics={
-                "server_round": metrics.server_round, "val_uar": metrics.val_uar, "val_acc": metrics.val_acc,
-                "test_uar": metrics.test_uar, "test_acc": metrics.test_acc, "train_loss": metrics.train_loss,
-                "n_clients": metrics.n_clients,
-            },
-        )
+        writer = self._require()
+        updates, self._round = self._round, []
+        global_weights = self._global
+        row = {
+            "server_round": metrics.server_round, "val_uar": metrics.val_uar, "val_acc": metrics.val_acc,
+            "test_uar": metrics.test_uar, "test_acc": metrics.test_acc, "train_loss": metrics.train_loss,
+            "n_clients": metrics.n_clients,
+        }
+
+        def commit() -> None:
+            for update in updates:
+                writer.add(update)
+            writer.commit_round(global_weights=global_weights, metrics=row)
+
+        self._run(commit)
 
     def on_run_end(self, result: Mapping[str, Any]) -> None:
-        self._require().finish(result)
+        writer = self._require()
+        self._run(lambda: writer.finish(result))
+        if self._thread is not None:
+            self._thread.close()
+
+    def _run(self, job: Callable[[], None]) -> None:
+        if self._thread is not None:
+            self._thread.submit(job)
+        else:
+            job()
 
     def _require(self) -> UpdateWriter:
         if self._writer is None:
@@ -104,5 +171,9 @@ class Recorder(BaseHook):
         return self
 
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
-        if self._writer is not None:
-            self._writer.close()
+        try:
+            if self._thread is not None:
+                self._thread.close()  # finish pending rounds, so an interrupted run keeps them
+        finally:
+            if self._writer is not None:
+                self._writer.close()

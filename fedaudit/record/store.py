@@ -57,6 +57,16 @@ def library_versions() -> dict[str, str]:
     return out
 
 
+#: Small columns grow by this many rows at a time.
+_BLOCK = 1024
+
+
+def _ensure_rows(ds: h5py.Dataset, n: int, *, block: int = 1) -> None:
+    """Grow ``ds`` along axis 0 to hold at least ``n`` rows (chunks are allocated only when written)."""
+    if ds.shape[0] < n:
+        ds.resize(((n + block - 1) // block) * block, axis=0)
+
+
 def _split_param(name: str) -> tuple[str, str]:
     layer, _, param = name.rpartition(".")
     if not layer:
@@ -226,22 +236,22 @@ class UpdateWriter:
     def commit_round(
         self, *, global_weights: Mapping[str, np.ndarray] | None = None, metrics: Mapping[str, float] | None = None
     ) -> None:
-        """Write the queued updates of one round, then mark the round complete and flush."""
-        f = self._f
+        """Write the queued updates of one round, then mark the round complete and flush.
+
+        Each update is one uncompressed chunk, written straight to the file
+        (``write_direct_chunk``: no chunk cache copy). Small columns grow in
+        blocks; readers serve only the rows the counters declare committed.
+        """
         pending, self._pending = self._pending, []
+        arrays = {name: [self._as_chunk(u, name) for u in pending] for name in self.shapes}
         n_new = len(pending)
         start, stop = self._n_rows, self._n_rows + n_new
         if n_new:
             for name, ds in self._upd.items():
-                ds.resize(stop, axis=0)
-                for i, u in enumerate(pending):
-                    arr = np.asarray(u.arrays[name], dtype=ds.dtype)
-                    if arr.shape != self.shapes[name]:
-                        raise RecordingError(
-                            f"Update of client {u.client_id} has {name} of shape {arr.shape}; "
-                            f"the recording expects {self.shapes[name]}."
-                        )
-                    ds[start + i] = arr
+                _ensure_rows(ds, stop)
+                zeros = (0,) * len(self.shapes[name])
+                for i, arr in enumerate(arrays[name]):
+                    ds.id.write_direct_chunk((start + i, *zeros), arr)
                     self.bytes_written += arr.nbytes
             cols = {
                 "server_round": [u.server_round for u in pending],
@@ -253,24 +263,34 @@ class UpdateWriter:
             }
             for col, values in cols.items():
                 ds = self._idx[col]
-                ds.resize(stop, axis=0)
+                _ensure_rows(ds, stop, block=_BLOCK)
                 ds[start:stop] = np.asarray(values, dtype=ds.dtype)
         if self.store_globals and global_weights is not None:
             for name, ds in self._glob.items():
-                ds.resize(self._n_rounds + 1, axis=0)
-                ds[self._n_rounds] = np.asarray(global_weights[name], dtype=np.float32)
-                self.bytes_written += ds.dtype.itemsize * int(np.prod(self.shapes[name]))
+                arr = np.ascontiguousarray(global_weights[name], dtype=ds.dtype)
+                _ensure_rows(ds, self._n_rounds + 1)
+                ds.id.write_direct_chunk((self._n_rounds, *(0,) * arr.ndim), arr)
+                self.bytes_written += arr.nbytes
         if metrics is not None:
             for col, ds in self._met.items():
-                ds.resize(self._n_rounds + 1, axis=0)
+                _ensure_rows(ds, self._n_rounds + 1, block=_BLOCK)
                 ds[self._n_rounds] = float(metrics.get(col, np.nan))
         # Data first, then the counters that make it visible to readers.
-        f.flush()
+        self._f.flush()
         self._n_rows = stop
         self._n_rounds += 1
         self._counters[0][()] = self._n_rows
         self._counters[1][()] = self._n_rounds
-        f.flush()
+        self._f.flush()
+
+    def _as_chunk(self, update: ClientUpdate, name: str) -> np.ndarray:
+        arr = np.ascontiguousarray(update.arrays[name], dtype=self._upd[name].dtype)
+        if arr.shape != self.shapes[name]:
+            raise RecordingError(
+                f"Update of client {update.client_id} has {name} of shape {arr.shape}; "
+                f"the recording expects {self.shapes[name]}."
+            )
+        return arr
 
     def finish(self, result: Mapping[str, Any] | None = None) -> None:
         """Write the run result, mark the recording complete and close it."""
@@ -281,6 +301,10 @@ class UpdateWriter:
             ds = self._f["run/result"]
             ds.resize(len(raw), axis=0)
             ds[:] = raw
+        for ds in [*self._upd.values(), *self._idx.values()]:
+            ds.resize(self._n_rows, axis=0)
+        for ds in [*self._glob.values(), *self._met.values()]:
+            ds.resize(self._n_rounds, axis=0)
         self._f["run/status"][()] = STATUS_COMPLETE
         self._f.flush()
         self.close()
