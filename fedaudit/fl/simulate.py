@@ -11,8 +11,8 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass, field, replace
+from typing import Any, Protocol
 
 import numpy as np
 import torch
@@ -33,6 +33,16 @@ logger = logging.getLogger(__name__)
 
 #: A defense applied to each client update before it leaves the client.
 Transform = Callable[[ClientUpdate, np.random.Generator], ClientUpdate]
+
+
+class SecureAggregator(Protocol):
+    """Aggregation the server performs without seeing individual updates."""
+
+    def client_send(self, update: ClientUpdate) -> ClientUpdate: ...
+
+    def server_aggregate(self) -> Mapping[str, np.ndarray]: ...
+
+    def describe(self) -> dict[str, Any]: ...
 
 
 @dataclass(frozen=True, kw_only=True, eq=False)
@@ -174,6 +184,12 @@ class _Federation:
                     delta += (u.num_samples / total) * u.lr * u.local_steps * np.asarray(u.arrays[name], np.float64)
                 p.sub_(torch.from_numpy(delta.astype(np.float32)))
 
+    def apply_sum(self, total: Mapping[str, np.ndarray], *, n_clients: int) -> None:
+        """theta <- theta - total / n_clients, for a securely aggregated sum of model deltas."""
+        with torch.no_grad():
+            for name, p in self.params.items():
+                p.sub_(torch.from_numpy((np.asarray(total[name], np.float64) / n_clients).astype(np.float32)))
+
     def evaluate(self, rows: torch.Tensor) -> tuple[float, float]:
         if len(rows) == 0:
             return float("nan"), float("nan")
@@ -200,6 +216,7 @@ def simulate(
     data_info: Mapping[str, Any] | None = None,
     extra_config: Mapping[str, Any] | None = None,
     num_threads: int | None = 1,
+    aggregator: SecureAggregator | None = None,
 ) -> SimulationResult:
     """Simulate federated training of the SER model on ``table``.
 
@@ -218,6 +235,10 @@ def simulate(
         Description of the data (corpus, feature set) written into the run record.
     extra_config
         Further settings (defenses) to record with the configuration.
+    aggregator
+        Secure aggregation (e.g. Paillier): each client's update goes through
+        ``aggregator.client_send`` and the server applies the mean of the
+        deltas ``aggregator.server_aggregate`` returns.
     num_threads
         Torch intra-op threads during the run (restored afterwards). The
         default 1 suits batch-20 MLP steps, too small to split across cores;
@@ -244,7 +265,7 @@ def simulate(
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(config.seed)
             fed = _Federation(config, table, split)
-            return _run(config, fed, split, transforms, hooks, data_info or {}, extra_config or {})
+            return _run(config, fed, split, transforms, hooks, data_info or {}, extra_config or {}, aggregator)
     finally:
         torch.set_num_threads(previous_threads)
 
@@ -252,6 +273,7 @@ def simulate(
 def _run(
     config: FLConfig, fed: _Federation, split: FederatedSplit, transforms: Sequence[Transform],
     hooks: Sequence[Hook], data_info: Mapping[str, Any], extra_config: Mapping[str, Any],
+    aggregator: SecureAggregator | None,
 ) -> SimulationResult:
     clients = split.clients
     select_rng = np.random.default_rng([config.seed, 1])
@@ -286,13 +308,23 @@ def _run(
                 update, loss = fed.fedavg_update(clients[cid], server_round, global_np)
             for transform in transforms:
                 update = transform(update, defense_rng)
-            if update.global_weights is not None and transforms:
+            if aggregator is not None:
+                update = aggregator.client_send(update)
+            if update.global_weights is not None and (transforms or aggregator is not None):
                 update = _with_local(update)
-            for hook in hooks:
-                hook.on_client_update(update)
             updates.append(update)
             losses.append(loss)
-        fed.apply(updates)
+        if aggregator is not None:
+            total = aggregator.server_aggregate()
+            fed.apply_sum(total, n_clients=len(updates))
+            seconds = getattr(aggregator, "last_decrypt_seconds", float("nan"))
+            updates = [replace(u, extras={**u.extras, "decrypt_seconds": seconds}) for u in updates]
+        else:
+            fed.apply(updates)
+        # Hooks hear of the round's updates once the server has them all.
+        for update in updates:
+            for hook in hooks:
+                hook.on_client_update(update)
         val_uar, val_acc = fed.evaluate(fed.val_rows)
         test_uar, test_acc = fed.evaluate(fed.test_rows)
         metrics = RoundMetrics(
@@ -315,6 +347,4 @@ def _run(
 
 
 def _with_local(update: ClientUpdate) -> ClientUpdate:
-    from dataclasses import replace
-
     return replace(update, local_weights=_local_weights(update))

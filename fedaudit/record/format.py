@@ -20,6 +20,9 @@ INDEX_COLUMNS: dict[str, str] = {
     "num_samples": "<i8",
     "local_steps": "<i8",
     "lr": "<f8",
+    "bytes_sent": "<i8",
+    "encrypt_seconds": "<f8",
+    "decrypt_seconds": "<f8",
 }
 
 #: Per-round utility columns of /metrics.

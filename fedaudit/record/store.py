@@ -57,6 +57,11 @@ def library_versions() -> dict[str, str]:
     return out
 
 
+def _plain_bytes(update: ClientUpdate) -> int:
+    """Bytes of an update sent in the clear as float32."""
+    return int(sum(np.asarray(a).size for a in update.arrays.values()) * 4)
+
+
 #: Small columns grow by this many rows at a time.
 _BLOCK = 1024
 
@@ -260,6 +265,9 @@ class UpdateWriter:
                 "num_samples": [u.num_samples for u in pending],
                 "local_steps": [u.local_steps for u in pending],
                 "lr": [u.lr for u in pending],
+                "bytes_sent": [int(u.extras.get("bytes_sent", _plain_bytes(u))) for u in pending],
+                "encrypt_seconds": [float(u.extras.get("encrypt_seconds", np.nan)) for u in pending],
+                "decrypt_seconds": [float(u.extras.get("decrypt_seconds", np.nan)) for u in pending],
             }
             for col, values in cols.items():
                 ds = self._idx[col]

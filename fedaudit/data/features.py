@@ -1,0 +1,518 @@
+"""Utterance-level acoustic features: openSMILE functionals or a light MFCC set.
+
+:func:`extract_features` turns a corpus table (one row per audio file) into a
+:class:`~fedaudit.data.table.FeatureTable`. Files are processed in parallel by a
+process pool, in chunks, and each file's features are cached on disk so that a
+second run over the same corpus extracts nothing.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import logging
+import math
+import multiprocessing
+import os
+import re
+import tempfile
+import warnings
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from concurrent.futures.process import BrokenProcessPool
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+from types import MappingProxyType
+from typing import TYPE_CHECKING, Protocol
+
+import numpy as np
+
+from fedaudit.data.table import FeatureTable, check_corpus_table
+from fedaudit.exceptions import FeatureError, InvalidParameterError, SkippedAudioWarning
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+__all__ = [
+    "FEATURE_SETS",
+    "MIN_DURATION",
+    "FeatureSetInfo",
+    "extract_features",
+    "feature_names",
+]
+
+logger = logging.getLogger(__name__)
+
+#: Audio shorter than this many seconds is skipped.
+MIN_DURATION = 0.1
+
+# Bump when the features a set produces change, to invalidate old cache files.
+_CACHE_VERSION = "1"
+
+
+class _Extractor(Protocol):
+    names: tuple[str, ...]
+    version: str
+
+    def __call__(self, signal: np.ndarray, sampling_rate: int) -> np.ndarray: ...
+
+
+@dataclass(frozen=True, kw_only=True)
+class FeatureSetInfo:
+    """A registered feature set.
+
+    Parameters
+    ----------
+    n_features
+        Number of features per utterance.
+    description
+        One line for ``--help`` texts and the docs.
+    factory
+        Builds the extractor; called once per worker process.
+    """
+
+    n_features: int
+    description: str
+    factory: Callable[[], _Extractor]
+
+
+# --------------------------------------------------------------------------- openSMILE
+
+
+class _SmileExtractor:
+    """Functionals of one openSMILE feature set, computed from a signal in memory."""
+
+    def __init__(self, feature_set_name: str) -> None:
+        try:
+            import opensmile
+        except ImportError as err:  # pragma: no cover - opensmile is a core dependency
+            raise ImportError(
+                f"The {feature_set_name!r} openSMILE features need the opensmile package: "
+                "`pip install opensmile`, or use feature_set='mfcc', which does not."
+            ) from err
+        self._smile = opensmile.Smile(
+            feature_set=opensmile.FeatureSet[feature_set_name],
+            feature_level=opensmile.FeatureLevel.Functionals,
+        )
+        self.names = tuple(self._smile.feature_names)
+        self.version = f"opensmile-{opensmile.__version__}"
+
+    def __call__(self, signal: np.ndarray, sampling_rate: int) -> np.ndarray:
+        # openSMILE converts to int16 by scaling with 32768: keep 1.0 from wrapping round.
+        clipped = np.clip(signal, -1.0, 32767.0 / 32768.0).astype(np.float32, copy=False)
+        with warnings.catch_warnings():
+            # "Segment too short, filling with NaN": NaN rows are skipped by the caller.
+            warnings.simplefilter("ignore", UserWarning)
+            # Smile.__call__ returns (channels, features, frames) without building a DataFrame,
+            # which is faster than process_file/process_signal.
+            y = self._smile(clipped[np.newaxis, :], sampling_rate)
+        return np.asarray(y, dtype=np.float64).reshape(-1)
+
+
+# --------------------------------------------------------------------------- MFCC
+
+_MFCC_RATE = 16_000
+_MFCC_FRAME = 400  # 25 ms at 16 kHz
+_MFCC_HOP = 160  # 10 ms
+_MFCC_NFFT = 512
+_MFCC_MELS = 26
+_MFCC_COEFS = 13
+_MFCC_STATS = ("mean", "std", "min", "max")
+
+
+@lru_cache(maxsize=1)
+def _mel_filterbank() -> np.ndarray:
+    """Triangular mel filters, shape ``(n_mels, n_fft // 2 + 1)`` (HTK mel scale)."""
+
+    def hz_to_mel(f: np.ndarray | float) -> np.ndarray:
+        return 2595.0 * np.log10(1.0 + np.asarray(f) / 700.0)
+
+    def mel_to_hz(m: np.ndarray) -> np.ndarray:
+        return 700.0 * (10.0 ** (m / 2595.0) - 1.0)
+
+    edges_hz = mel_to_hz(np.linspace(hz_to_mel(20.0), hz_to_mel(_MFCC_RATE / 2), _MFCC_MELS + 2))
+    freqs = np.linspace(0.0, _MFCC_RATE / 2, _MFCC_NFFT // 2 + 1)
+    lower, centre, upper = edges_hz[:-2, None], edges_hz[1:-1, None], edges_hz[2:, None]
+    rising = (freqs - lower) / (centre - lower)
+    falling = (upper - freqs) / (upper - centre)
+    return np.maximum(0.0, np.minimum(rising, falling))
+
+
+def _deltas(c: np.ndarray, width: int = 2) -> np.ndarray:
+    """Regression deltas over ``±width`` frames, edges repeated (HTK formula)."""
+    padded = np.pad(c, ((width, width), (0, 0)), mode="edge")
+    n = len(c)
+    num = sum(
+        k * (padded[width + k : width + k + n] - padded[width - k : width - k + n])
+        for k in range(1, width + 1)
+    )
+    return num / (2.0 * sum(k * k for k in range(1, width + 1)))
+
+
+class _MfccExtractor:
+    """13 MFCCs and their deltas (25 ms Hamming frames, 10 ms hop, 26 mel bands at 16 kHz),
+    summarised by mean, standard deviation, minimum and maximum: 104 features."""
+
+    version = "numpy-mfcc-1"
+
+    def __init__(self) -> None:
+        self.names = tuple(
+            f"{kind}{i}_{stat}"
+            for kind in ("mfcc", "delta_mfcc")
+            for i in range(_MFCC_COEFS)
+            for stat in _MFCC_STATS
+        )
+        self._window = np.hamming(_MFCC_FRAME)
+
+    def __call__(self, signal: np.ndarray, sampling_rate: int) -> np.ndarray:
+        from scipy.fft import dct
+        from scipy.signal import resample_poly
+
+        x = np.asarray(signal, dtype=np.float64)
+        if sampling_rate != _MFCC_RATE:
+            g = math.gcd(int(sampling_rate), _MFCC_RATE)
+            x = resample_poly(x, _MFCC_RATE // g, int(sampling_rate) // g)
+        x = np.append(x[:1], x[1:] - 0.97 * x[:-1])  # pre-emphasis
+        if len(x) < _MFCC_FRAME:
+            x = np.pad(x, (0, _MFCC_FRAME - len(x)))
+        windows = np.lib.stride_tricks.sliding_window_view(x, _MFCC_FRAME)
+        frames = windows[::_MFCC_HOP] * self._window
+        power = np.abs(np.fft.rfft(frames, n=_MFCC_NFFT, axis=1)) ** 2 / _MFCC_NFFT
+        log_mel = np.log(power @ _mel_filterbank().T + 1e-10)
+        mfcc = dct(log_mel, type=2, norm="ortho", axis=1)[:, :_MFCC_COEFS]
+        parts = []
+        for c in (mfcc, _deltas(mfcc)):
+            # (coef, stat) order, matching self.names
+            parts.append(np.stack([c.mean(0), c.std(0), c.min(0), c.max(0)], axis=1).reshape(-1))
+        return np.concatenate(parts)
+
+
+# --------------------------------------------------------------------------- registry
+
+#: Feature sets by name. openSMILE sets are utterance-level functionals.
+FEATURE_SETS: Mapping[str, FeatureSetInfo] = MappingProxyType(
+    {
+        "emobase": FeatureSetInfo(
+            n_features=988,
+            description="openSMILE Emo-Base functionals (988)",
+            factory=lambda: _SmileExtractor("emobase"),
+        ),
+        "egemaps": FeatureSetInfo(
+            n_features=88,
+            description="openSMILE eGeMAPS v02 functionals (88)",
+            factory=lambda: _SmileExtractor("eGeMAPSv02"),
+        ),
+        "compare": FeatureSetInfo(
+            n_features=6373,
+            description="openSMILE ComParE 2016 functionals (6373)",
+            factory=lambda: _SmileExtractor("ComParE_2016"),
+        ),
+        "mfcc": FeatureSetInfo(
+            n_features=len(_MFCC_STATS) * 2 * _MFCC_COEFS,
+            description="13 MFCCs + deltas, mean/std/min/max (104); numpy only",
+            factory=_MfccExtractor,
+        ),
+    }
+)
+
+# One extractor per feature set and process (workers build theirs on first use).
+_EXTRACTORS: dict[str, _Extractor] = {}
+
+
+def _extractor(feature_set: str) -> _Extractor:
+    ext = _EXTRACTORS.get(feature_set)
+    if ext is None:
+        ext = _EXTRACTORS[feature_set] = FEATURE_SETS[feature_set].factory()
+    return ext
+
+
+def _check_feature_set(feature_set: str) -> None:
+    if feature_set not in FEATURE_SETS:
+        raise InvalidParameterError(
+            "The 'feature_set' parameter of extract_features must be one of "
+            f"{sorted(FEATURE_SETS)}. Got {feature_set!r} instead."
+        )
+
+
+def feature_names(feature_set: str) -> tuple[str, ...]:
+    """Names of the features of a registered feature set, in column order.
+
+    Raises
+    ------
+    InvalidParameterError
+        If ``feature_set`` is not a key of :data:`FEATURE_SETS`.
+    """
+    _check_feature_set(feature_set)
+    return _extractor(feature_set).names
+
+
+# --------------------------------------------------------------------------- per-file work
+
+
+def _read_mono(path: str) -> tuple[np.ndarray, int]:
+    import soundfile as sf
+
+    data, rate = sf.read(path, dtype="float32", always_2d=True)
+    return data.mean(axis=1) if data.shape[1] > 1 else data[:, 0], int(rate)
+
+
+def _extract_one(feature_set: str, path: str) -> tuple[np.ndarray | None, str]:
+    """Features of one file, or ``(None, reason)`` if it must be skipped."""
+    try:
+        signal, rate = _read_mono(path)
+    except Exception as err:  # soundfile raises several types for unreadable files
+        return None, f"unreadable ({type(err).__name__}: {err})"
+    if signal.size == 0:
+        return None, "empty"
+    if signal.size < MIN_DURATION * rate:
+        return None, f"too short ({signal.size / rate:.3f} s < {MIN_DURATION} s)"
+    try:
+        x = _extractor(feature_set)(signal, rate)
+    except Exception as err:  # an extractor error on one file must not stop a corpus
+        return None, f"extraction failed ({type(err).__name__}: {err})"
+    if not np.all(np.isfinite(x)):
+        return None, "non-finite features"
+    return x, ""
+
+
+def _extract_chunk(
+    feature_set: str, items: Sequence[tuple[int, str]]
+) -> list[tuple[int, np.ndarray | None, str]]:
+    """Worker task: extract a chunk of ``(row, path)`` items."""
+    return [(i, *_extract_one(feature_set, p)) for i, p in items]
+
+
+# --------------------------------------------------------------------------- cache
+
+_UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
+
+
+def _cache_file(root: Path, feature_set: str, version: str, corpus: str, path: str) -> Path | None:
+    """Cache file of one audio file: keyed by corpus, path, size, mtime and feature set."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    key = "|".join(
+        (
+            _CACHE_VERSION,
+            feature_set,
+            version,
+            corpus,
+            os.path.abspath(path),
+            str(st.st_size),
+            str(st.st_mtime_ns),
+        )
+    )
+    digest = hashlib.sha1(key.encode()).hexdigest()[:24]
+    return root / feature_set / (_UNSAFE.sub("_", corpus) or "_") / f"{digest}.npy"
+
+
+def _cache_read(file: Path, n_features: int) -> np.ndarray | None:
+    try:
+        x = np.load(file, allow_pickle=False)
+    except (OSError, ValueError, EOFError):
+        return None
+    return x if x.shape == (n_features,) and np.all(np.isfinite(x)) else None
+
+
+def _cache_write(file: Path, x: np.ndarray) -> None:
+    """Write atomically: a temporary file in the same folder, then ``os.replace``."""
+    file.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=file.parent, prefix=".tmp-", suffix=".npy")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            np.save(fh, np.asarray(x, dtype=np.float32), allow_pickle=False)
+        os.replace(tmp, file)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+
+
+# --------------------------------------------------------------------------- driver
+
+
+def _chunks(items: list[tuple[int, str]], size: int) -> Iterator[list[tuple[int, str]]]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
+def _run_parallel(
+    feature_set: str, todo: list[tuple[int, str]], n_jobs: int
+) -> Iterator[list[tuple[int, np.ndarray | None, str]]]:
+    """Yield chunk results as they complete."""
+    if n_jobs == 1 or len(todo) <= 1:
+        for item in todo:
+            yield _extract_chunk(feature_set, [item])
+        return
+    # About 8 tasks per worker (at most 16 files each): enough for load balancing and a
+    # live progress bar, few enough to amortise the per-task overhead.
+    size = max(1, min(16, math.ceil(len(todo) / (n_jobs * 8))))
+    # fork: workers start in milliseconds with the modules (and the parent's extractor)
+    # already imported, where forkserver and spawn take 2-3 s per call and fail for code
+    # run from stdin. Workers only run numpy, soundfile and openSMILE.
+    method = "fork" if "fork" in multiprocessing.get_all_start_methods() else None
+    ctx = multiprocessing.get_context(method)
+    workers = min(n_jobs, math.ceil(len(todo) / size))
+    with ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
+        pending = {pool.submit(_extract_chunk, feature_set, chunk) for chunk in _chunks(todo, size)}
+        try:
+            while pending:
+                done, pending = wait(pending, return_when=FIRST_COMPLETED)
+                for fut in done:
+                    yield fut.result()
+        except BrokenProcessPool as err:
+            raise FeatureError(
+                f"A {feature_set} feature worker process died ({err}). Files extracted so far "
+                "are in the cache; rerun with n_jobs=1 to see the failing file's error."
+            ) from err
+        finally:
+            for fut in pending:
+                fut.cancel()
+
+
+def extract_features(
+    table: pd.DataFrame,
+    *,
+    feature_set: str = "emobase",
+    cache_dir: str | os.PathLike[str] | None = None,
+    n_jobs: int = 2,
+    progress: Callable[[int, int], None] | None = None,
+) -> FeatureTable:
+    """Extract one feature vector per audio file of a corpus table.
+
+    Audio is read with soundfile and mixed down to mono. openSMILE sets use the
+    file's own sampling rate; ``"mfcc"`` resamples to 16 kHz. Files that are
+    unreadable, empty, shorter than :data:`MIN_DURATION` seconds or that give
+    non-finite features are skipped and reported in one
+    :class:`~fedaudit.exceptions.SkippedAudioWarning`.
+
+    Parameters
+    ----------
+    table
+        Corpus table with the columns :data:`~fedaudit.data.table.CORPUS_COLUMNS`.
+    feature_set
+        A key of :data:`FEATURE_SETS`: ``"emobase"`` (988), ``"egemaps"`` (88),
+        ``"compare"`` (6373) or ``"mfcc"`` (104, no openSMILE needed).
+    cache_dir
+        Folder of the feature cache, or ``None`` for no cache. Each file's
+        features go to ``<cache_dir>/<feature_set>/<corpus>/<hash>.npy``, keyed
+        by corpus, absolute path, size and modification time, so an edited file
+        is extracted again.
+    n_jobs
+        Number of worker processes; 1 extracts in this process.
+    progress
+        Called as ``progress(done, total)`` as files complete (cached files
+        count as done at once).
+
+    Returns
+    -------
+    FeatureTable
+        float32 features in the table's row order, without the skipped rows.
+
+    Raises
+    ------
+    InvalidParameterError
+        If ``feature_set`` is unknown or ``n_jobs`` < 1.
+    CorpusError
+        If ``table`` lacks columns or has bad gender codes.
+    FeatureError
+        If the table is empty or no file gave features.
+
+    Warns
+    -----
+    SkippedAudioWarning
+        Once, if any file was skipped: how many and the first one.
+
+    Examples
+    --------
+    >>> from fedaudit.data.synth import read_manifest  # doctest: +SKIP
+    >>> table = read_manifest("demo-out/private")  # doctest: +SKIP
+    >>> feats = extract_features(table, cache_dir=".fedaudit-cache")  # doctest: +SKIP
+    >>> feats.n_features  # doctest: +SKIP
+    988
+    """
+    _check_feature_set(feature_set)
+    if isinstance(n_jobs, bool) or not isinstance(n_jobs, int | np.integer) or n_jobs < 1:
+        raise InvalidParameterError(
+            "The 'n_jobs' parameter of extract_features must be an int >= 1. "
+            f"Got {n_jobs!r} instead."
+        )
+    check_corpus_table(table, name="passed to extract_features")
+    total = len(table)
+    if total == 0:
+        raise FeatureError(
+            "The corpus table passed to extract_features has no rows. "
+            "Pass a table with one row per audio file."
+        )
+
+    ext = _extractor(feature_set)
+    n_features = len(ext.names)
+    paths = [str(p) for p in table["path"]]
+    corpora = [str(c) for c in table["corpus"]]
+    x = np.empty((total, n_features), dtype=np.float32)
+    ok = np.zeros(total, dtype=bool)
+    reasons: dict[int, str] = {}
+
+    root = Path(cache_dir) if cache_dir is not None else None
+    cache_files: list[Path | None] = [None] * total
+    todo: list[tuple[int, str]] = []
+    for i, path in enumerate(paths):
+        if root is not None:
+            cache_files[i] = _cache_file(root, feature_set, ext.version, corpora[i], path)
+            cached = _cache_read(cache_files[i], n_features) if cache_files[i] is not None else None
+            if cached is not None:
+                x[i], ok[i] = cached, True
+                continue
+        todo.append((i, path))
+    done = total - len(todo)
+    logger.info("%s: %d of %d files cached, extracting %d", feature_set, done, total, len(todo))
+    if progress is not None and done:
+        progress(done, total)
+
+    for results in _run_parallel(feature_set, todo, n_jobs):
+        for i, vec, reason in results:
+            if vec is None:
+                reasons[i] = reason
+                continue
+            x[i], ok[i] = vec, True
+            if cache_files[i] is not None:
+                _cache_write(cache_files[i], x[i])
+        done += len(results)
+        if progress is not None:
+            progress(done, total)
+
+    if not ok.any():
+        first = min(reasons)
+        raise FeatureError(
+            f"No features could be extracted from any of the {total} audio files "
+            f"(first: {paths[first]}: {reasons[first]}). "
+            f"Check the 'path' column points to readable audio of at least {MIN_DURATION} s."
+        )
+    if reasons:
+        first = min(reasons)
+        warnings.warn(
+            SkippedAudioWarning(
+                f"Skipped {len(reasons)} of {total} audio files that were unreadable, empty, "
+                f"shorter than {MIN_DURATION} s or gave non-finite features "
+                f"(first: {paths[first]}: {reasons[first]}). "
+                "Fix or remove these files from the corpus table to keep them."
+            ),
+            stacklevel=2,
+        )
+
+    def col(name: str) -> np.ndarray:
+        return table[name].to_numpy().astype(str)[ok]
+
+    return FeatureTable(
+        x=x[ok],
+        utterance_id=col("utterance_id"),
+        speaker_id=col("speaker_id"),
+        gender=col("gender"),
+        emotion=col("emotion"),
+        corpus=col("corpus"),
+        feature_set=feature_set,
+        feature_names=ext.names,
+    )

@@ -1,0 +1,114 @@
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from fedaudit.cli.main import app
+from fedaudit.record import UpdateStore
+
+runner = CliRunner()
+
+
+@pytest.fixture(scope="module")
+def demo_runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("cli_attack")
+    target = root / "target.h5"
+    res = runner.invoke(app, ["record", "--rounds", "6", "--client-fraction", "0.2", "--seed", "0", "--out", str(target)])
+    assert res.exit_code == 0, res.output
+    shadow_dir = root / "shadow"
+    res = runner.invoke(app, ["shadow", "--like", str(target), "--corpus", "demo-shadow", "--runs", "2",
+                              "--out-dir", str(shadow_dir)])
+    assert res.exit_code == 0, res.output
+    return {"target": target, "shadow_dir": shadow_dir, "root": root}
+
+
+def test_shadow_mirrors_the_target_configuration(demo_runs) -> None:
+    files = sorted(demo_runs["shadow_dir"].glob("*.h5"))
+    assert len(files) == 2
+    with UpdateStore.open(demo_runs["target"]) as t, UpdateStore.open(files[1]) as s:
+        for key in ("algorithm", "rounds", "lr", "batch_size", "hidden", "dropout", "normalization", "client_fraction"):
+            assert s.config[key] == t.config[key], key
+        assert s.config["data"]["corpora"] == ["demo-shadow"]
+        assert s.config["fold"] == 1 and s.config["seed"] == 1
+        assert s.complete
+
+
+def test_attack_stats_prints_asr_and_writes_json(demo_runs) -> None:
+    out = demo_runs["root"] / "res.json"
+    res = runner.invoke(app, ["attack", str(demo_runs["target"]), "--shadow", str(demo_runs["shadow_dir"]),
+                              "--n-updates", "1,all", "--json", str(out), "--clients"])
+    assert res.exit_code == 0, res.output
+    assert "ASR" in res.output and "per client" in res.output
+    data = json.loads(out.read_text())
+    assert set(data["results"]) == {"1", "all"}
+    asr = data["results"]["1"]["asr"]
+    assert 0.0 <= asr <= 1.0 and data["results"]["1"]["n_clients"] > 0
+
+
+def test_attack_layer_and_saved_model_round_trip(demo_runs) -> None:
+    name = "cli_test_stats"
+    res = runner.invoke(app, ["attack", str(demo_runs["target"]), "--shadow", str(demo_runs["shadow_dir"]),
+                              "--save-model", name, "--force", "--layer", "1", "--json",
+                              str(demo_runs["root"] / "a.json")])
+    assert res.exit_code == 0, res.output
+    assert json.loads((demo_runs["root"] / "a.json").read_text())["layers"] == ["fc1"]
+    card = Path("attack_models") / f"{name}.json"
+    try:
+        meta = json.loads(card.read_text())
+        assert len(meta["shadow_sha256"]) == 64 and meta["attack"] == "stats"
+        res2 = runner.invoke(app, ["attack", str(demo_runs["target"]), "--model", str(card), "--layer", "1",
+                                   "--json", str(demo_runs["root"] / "b.json")])
+        assert res2.exit_code == 0, res2.output
+        a = json.loads((demo_runs["root"] / "a.json").read_text())["results"]["1"]["asr"]
+        b = json.loads((demo_runs["root"] / "b.json").read_text())["results"]["1"]["asr"]
+        assert a == b
+    finally:
+        card.unlink(missing_ok=True)
+        card.with_suffix(".pt").unlink(missing_ok=True)
+
+
+def test_inversion_attack_needs_only_public_features(demo_runs) -> None:
+    res = runner.invoke(app, ["attack", str(demo_runs["target"]), "--attack", "inversion",
+                              "--public-corpus", "demo-shadow"])
+    assert res.exit_code == 0, res.output
+    assert "inversion attack" in res.output and "ASR" in res.output
+
+
+def test_leakage_table_has_every_layer_and_fused(demo_runs) -> None:
+    res = runner.invoke(app, ["leakage", str(demo_runs["target"]), "--shadow", str(demo_runs["shadow_dir"])])
+    assert res.exit_code == 0, res.output
+    for label in ("1 (fc1)", "2 (fc2)", "3 (fc3)", "fused"):
+        assert label in res.output
+
+
+@pytest.mark.parametrize(
+    ("args", "needle"),
+    [
+        (["--attack", "nosuch", "--shadow", "SHADOW"], "Unknown attack 'nosuch'"),
+        (["--shadow", "/no/such/shadow.h5"], "/no/such/shadow.h5 does not exist"),
+        ([], "give --shadow FILE"),
+        (["--layer", "9", "--shadow", "SHADOW"], "Layer 9 does not exist"),
+        (["--n-updates", "0", "--shadow", "SHADOW"], "got '0'"),
+        (["--model", "/no/model.json"], "No attack model at /no/model"),
+    ],
+)
+def test_attack_errors_are_one_sentence(demo_runs, args: list[str], needle: str) -> None:
+    args = [str(demo_runs["shadow_dir"]) if a == "SHADOW" else a for a in args]
+    res = runner.invoke(app, ["attack", str(demo_runs["target"]), *args])
+    assert res.exit_code != 0
+    assert needle in res.output, res.output
+    assert "Traceback" not in res.output
+
+
+def test_attack_on_missing_target(tmp_path: Path) -> None:
+    res = runner.invoke(app, ["attack", str(tmp_path / "none.h5")])
+    assert res.exit_code != 0 and "does not exist" in res.output
+
+
+def test_shadow_refuses_to_overwrite(demo_runs) -> None:
+    res = runner.invoke(app, ["shadow", "--like", str(demo_runs["target"]), "--runs", "1",
+                              "--out-dir", str(demo_runs["shadow_dir"])])
+    assert res.exit_code != 0 and "already exists" in res.output
