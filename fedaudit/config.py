@@ -8,7 +8,7 @@ from typing import Any, Literal
 
 from fedaudit.exceptions import InvalidParameterError
 
-__all__ = ["ALGORITHMS", "NORMALIZATIONS", "OPTIMIZERS", "FLConfig"]
+__all__ = ["ALGORITHMS", "FLConfig", "NORMALIZATIONS", "OPTIMIZERS"]
 
 ALGORITHMS: tuple[str, ...] = ("fedsgd", "fedavg")
 OPTIMIZERS: tuple[str, ...] = ("sgd", "adam")

@@ -8,9 +8,9 @@ from __future__ import annotations
 
 __all__ = [
     "CorpusError",
+    "FeatureError",
     "FedAuditError",
     "FedAuditWarning",
-    "FeatureError",
     "FormatVersionError",
     "IncompleteRecordingWarning",
     "InvalidParameterError",

@@ -53,6 +53,42 @@ def _dropout(value: str, n_hidden: int) -> tuple[float, ...]:
     return tuple(rates)
 
 
+def _build(spec: Any, config: FLConfig, table: Any) -> Any:
+    import warnings
+
+    import numpy as np
+
+    from fedaudit.data.clients import split_clients
+    from fedaudit.defenses.build import build_defenses
+    from fedaudit.cli._common import err_console
+
+    split = split_clients(table, n_folds=config.n_folds, fold=config.fold,
+                          clients_per_speaker=config.clients_per_speaker, val_fraction=config.val_fraction,
+                          seed=config.seed)
+    n_train = int(np.median([len(c.train_rows) for c in split.clients]))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        built = build_defenses(spec, config=config, n_clients=len(split.clients), n_train_typical=n_train)
+    for w in caught:
+        err_console.print(f"[bold yellow]warning:[/] {escape(str(w.message))}")
+    return built
+
+
+def _privacy_rows(extras: dict[str, Any]) -> list[tuple[str, str]]:
+    rows = []
+    for key in ("privacy_udp", "privacy_dp_sgd"):
+        if key in extras:
+            eps = list(extras[key]["epsilon_per_client"].values())
+            if eps:
+                rows.append((f"{key[8:]} epsilon per client (delta {extras[key]['delta']:g})",
+                             f"median {np.median(eps):.2f}, max {max(eps):.2f}"))
+        if key == "privacy_udp" and key in extras:
+            rows.append(("udp epsilon, aggregate view (amplified)", f"{extras[key]['epsilon_amplified']:.2f}"))
+    if "privacy_ldp" in extras:
+        rows.append(("ldp epsilon per round", f"{extras['privacy_ldp']['epsilon_per_round']:g}"))
+    return rows
+
+
 def record(
     corpus: Annotated[list[str], typer.Option("--corpus", "-c", help="Corpus name; repeat to combine corpora (demo-private, demo-shadow, crema-d, iemocap, msp-improv, emodb, ravdess, manifest).")] = ["demo-private"],  # noqa: B006
     data_root: Annotated[list[Path], typer.Option("--data-root", help="Root folder of each non-demo corpus, in order.")] = [],  # noqa: B006
@@ -76,6 +112,21 @@ def record(
     cache_dir: Annotated[Path | None, typer.Option(help="Feature cache (default $FEDAUDIT_CACHE_DIR or ~/.cache/fedaudit).")] = None,
     jobs: Annotated[int, typer.Option(min=1, help="Processes for feature extraction.")] = 2,
     force: Annotated[bool, typer.Option("--force", help="Overwrite an existing recording.")] = False,
+    defense: Annotated[list[str], typer.Option("--defense", "-d", help="prune, udp, ldp, dp-sgd or sefl; repeat to combine.")] = [],  # noqa: B006
+    clip: Annotated[float, typer.Option(help="udp/ldp: L2 bound C of the whole update.")] = 1.0,
+    noise_multiplier: Annotated[float | None, typer.Option(help="udp/dp-sgd: noise std / clipping bound.")] = None,
+    target_epsilon: Annotated[float | None, typer.Option(help="udp/dp-sgd: epsilon to spend by the end of the run.")] = None,
+    delta: Annotated[float, typer.Option(help="DP delta.")] = 1e-5,
+    accountant: Annotated[str, typer.Option(help="rdp or prv.")] = "rdp",
+    max_grad_norm: Annotated[float, typer.Option(help="dp-sgd: per-sample clipping bound.")] = 1.0,
+    ldp_epsilon: Annotated[float, typer.Option(help="ldp: epsilon of one update.")] = 10.0,
+    css_keep: Annotated[float, typer.Option(help="ldp: share of each round's updates the server keeps (client selection).")] = 1.0,
+    prune_percent: Annotated[float, typer.Option(help="prune/sefl: share of smallest |values| zeroed per layer.")] = 80.0,
+    key_bits: Annotated[int, typer.Option(help="sefl: Paillier key size (bits).")] = 2048,
+    he_mode: Annotated[str, typer.Option(help="sefl: packed or single (one value per ciphertext).")] = "packed",
+    he_clip: Annotated[float, typer.Option(help="sefl packed: clip of model-delta values.")] = 0.5,
+    encrypted_rounds: Annotated[int, typer.Option(min=0, help="sefl: rounds run with real encryption (-1 = all).")] = 1,
+    insecure_key: Annotated[bool, typer.Option("--insecure-key", help="sefl: allow keys below 1024 bits.")] = False,
 ) -> None:
     """Run a simulated federation and record every client update to HDF5."""
     from fedaudit.data.sources import load_features
@@ -93,6 +144,14 @@ def record(
             local_epochs=local_epochs, optimizer=optimizer, normalization=normalization,
             dropout=_dropout(dropout, len(hidden)), hidden=hidden, clients_per_speaker=clients_per_speaker,
             n_folds=n_folds, fold=fold, seed=seed,
+        )
+        from fedaudit.defenses.build import DefenseSpec
+
+        spec = DefenseSpec(
+            names=tuple(defense), clip=clip, noise_multiplier=noise_multiplier, target_epsilon=target_epsilon,
+            delta=delta, accountant=accountant, max_grad_norm=max_grad_norm, ldp_epsilon=ldp_epsilon,
+            css_keep=css_keep, prune_percent=prune_percent, key_bits=key_bits, he_mode=he_mode, he_clip=he_clip,
+            encrypted_rounds=None if encrypted_rounds < 0 else encrypted_rounds, insecure_key=insecure_key,
         )
         settings = Settings()
         if out is None:
@@ -113,6 +172,7 @@ def record(
             f"[bold]{escape('+'.join(corpus))}[/]: {len(table)} utterances, {len(table.speakers)} speakers, "
             f"{table.n_features} {escape(table.feature_set)} features"
         )
+        defenses = _build(spec, config, table)
         t0 = time.perf_counter()
         holder: dict[str, Any] = {}
         with Progress(
@@ -122,7 +182,9 @@ def record(
         ) as prog:
             hook = _ProgressHook(prog, rounds, lambda: out.stat().st_size if out.exists() else 0)
             result = record_run(config, table, out, dtype=dtype, store_globals=store_globals, overwrite=force,
-                                hooks=[hook])
+                                hooks=[hook], transforms=defenses.transforms, aggregator=defenses.aggregator,
+                                client_trainer=defenses.client_trainer, reporters=defenses.reporters,
+                                extra_config={"defenses": defenses.settings, "defense_spec": spec.describe()})
         holder["elapsed"] = time.perf_counter() - t0
         summary = result.summary()
         table_out = Table(title=f"Recorded {escape(str(out))}", show_header=False)
@@ -132,6 +194,8 @@ def record(
             ("best round (validation UAR)", summary["best_round"]),
             ("validation UAR", f"{summary['val_uar']:.3f}"),
             ("test UAR / accuracy", f"{summary['test_uar']:.3f} / {summary['test_acc']:.3f}"),
+            ("defenses", ", ".join(defense) or "none"),
+            *_privacy_rows(result.extras),
             ("file size", f"{out.stat().st_size / 1e6:.1f} MB"),
             ("time", f"{holder['elapsed']:.1f} s"),
         ]:

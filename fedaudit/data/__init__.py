@@ -10,15 +10,15 @@ from fedaudit.data.table import CORPUS_COLUMNS, EMOTIONS, GENDERS, FeatureTable
 
 __all__ = [
     "CORPUS_COLUMNS",
+    "ClientData",
     "DEMO_CORPORA",
     "EMOTIONS",
     "FEATURE_SETS",
+    "FeatureTable",
+    "FederatedSplit",
     "GENDERS",
     "LAYOUTS",
     "LOADERS",
-    "ClientData",
-    "FeatureTable",
-    "FederatedSplit",
     "extract_features",
     "load_corpus",
     "load_demo",

@@ -9,7 +9,7 @@ import numpy as np
 from fedaudit.data.table import EMOTIONS, FeatureTable
 from fedaudit.exceptions import CorpusError, InvalidParameterError
 
-__all__ = ["ClientData", "FederatedSplit", "split_clients", "speaker_folds"]
+__all__ = ["ClientData", "FederatedSplit", "speaker_folds", "split_clients"]
 
 
 @dataclass(frozen=True, kw_only=True, eq=False)

@@ -36,8 +36,8 @@ if TYPE_CHECKING:
 
 __all__ = [
     "FEATURE_SETS",
-    "MIN_DURATION",
     "FeatureSetInfo",
+    "MIN_DURATION",
     "extract_features",
     "feature_names",
 ]

@@ -35,9 +35,9 @@ if TYPE_CHECKING:
 
 __all__ = [
     "CORPUS_SPECS",
+    "CorpusSpec",
     "EMOTION_PRESETS",
     "MANIFEST_NAME",
-    "CorpusSpec",
     "ProsodyPreset",
     "SpeakerSpec",
     "read_manifest",

@@ -15,8 +15,8 @@ if TYPE_CHECKING:
 __all__ = [
     "CORPUS_COLUMNS",
     "EMOTIONS",
-    "GENDERS",
     "FeatureTable",
+    "GENDERS",
     "check_corpus_table",
 ]
 

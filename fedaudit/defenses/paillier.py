@@ -65,14 +65,14 @@ if TYPE_CHECKING:
     from phe.paillier import PaillierPrivateKey, PaillierPublicKey
 
 __all__ = [
-    "MIN_KEY_BITS",
-    "MODES",
-    "RECOMMENDED_KEY_BITS",
     "EncryptedUpdate",
     "InsecureKeyWarning",
+    "MIN_KEY_BITS",
+    "MODES",
     "PackedEncoder",
     "PackingOverflowError",
     "PaillierAggregator",
+    "RECOMMENDED_KEY_BITS",
     "ciphertext_nbytes",
     "generate_keypair",
 ]

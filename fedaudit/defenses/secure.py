@@ -172,8 +172,12 @@ class SecureAggregation:
         return sent
 
     def server_aggregate(self) -> dict[str, np.ndarray]:
-        """The sum of this round's model deltas, as the clients decrypt it."""
+        """The mean of this round's model deltas, from the sum the clients decrypt."""
+        return {n: v / self._round_size for n, v in self._sum().items()}
+
+    def _sum(self) -> dict[str, np.ndarray]:
         entries, self._round = self._round, []
+        self._round_size = len(entries)
         emulated = {n: np.sum([seen[n] for _, seen, _ in entries], axis=0) for n in entries[0][1]}
         payloads = [p for _, _, p in entries if p is not None]
         if payloads:

@@ -2,16 +2,25 @@
 
 from fedaudit.fl.hooks import BaseHook, ClientInfo, Hook, RoundMetrics, RunInfo
 from fedaudit.fl.models import MLP, MODELS, build_model, layer_names, parameter_shapes
-from fedaudit.fl.simulate import SimulationResult, Transform, pseudo_gradient, simulate
+from fedaudit.fl.simulate import (
+    ClientTrainer,
+    SecureAggregator,
+    SimulationResult,
+    Transform,
+    pseudo_gradient,
+    simulate,
+)
 
 __all__ = [
-    "MLP",
-    "MODELS",
     "BaseHook",
     "ClientInfo",
+    "ClientTrainer",
     "Hook",
+    "MLP",
+    "MODELS",
     "RoundMetrics",
     "RunInfo",
+    "SecureAggregator",
     "SimulationResult",
     "Transform",
     "build_model",

@@ -9,7 +9,13 @@ from torch import nn
 
 from fedaudit.exceptions import InvalidParameterError
 
-__all__ = ["MODELS", "MLP", "build_model", "layer_names", "parameter_shapes"]
+__all__ = [
+    "MLP",
+    "MODELS",
+    "build_model",
+    "layer_names",
+    "parameter_shapes",
+]
 
 
 class MLP(nn.Module):

@@ -27,7 +27,7 @@ from fedaudit.fl.models import build_model, parameter_shapes
 from fedaudit.metrics.basic import accuracy, uar
 from fedaudit.types import ClientUpdate
 
-__all__ = ["SimulationResult", "Transform", "pseudo_gradient", "simulate"]
+__all__ = ["ClientTrainer", "SecureAggregator", "SimulationResult", "Transform", "pseudo_gradient", "simulate"]
 
 logger = logging.getLogger(__name__)
 
@@ -35,12 +35,26 @@ logger = logging.getLogger(__name__)
 Transform = Callable[[ClientUpdate, np.random.Generator], ClientUpdate]
 
 
+class ClientTrainer(Protocol):
+    """Replaces plain local training (e.g. DP-SGD with per-sample clipping and noise)."""
+
+    last_loss: float
+
+    def gradient(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> dict[str, np.ndarray]: ...
+
+    def train(
+        self, model: nn.Module, batches: list[tuple[torch.Tensor, torch.Tensor]], *, optimizer: str, lr: float
+    ) -> tuple[float, int]: ...
+
+
 class SecureAggregator(Protocol):
     """Aggregation the server performs without seeing individual updates."""
 
     def client_send(self, update: ClientUpdate) -> ClientUpdate: ...
 
-    def server_aggregate(self) -> Mapping[str, np.ndarray]: ...
+    def server_aggregate(self) -> Mapping[str, np.ndarray]:
+        """The mean model delta (``lr * U * update``) to subtract from the global weights."""
+        ...
 
     def describe(self) -> dict[str, Any]: ...
 
@@ -103,8 +117,11 @@ def _snapshot(params: Mapping[str, torch.Tensor]) -> dict[str, np.ndarray]:
 class _Federation:
     """State of one simulated run (model, data tensors, random generators)."""
 
-    def __init__(self, config: FLConfig, table: FeatureTable, split: FederatedSplit) -> None:
+    def __init__(
+        self, config: FLConfig, table: FeatureTable, split: FederatedSplit, trainer: ClientTrainer | None = None
+    ) -> None:
         self.config = config
+        self.trainer = trainer
         self.split = split
         self.x = torch.from_numpy(np.ascontiguousarray(table.x, dtype=np.float32))
         label = {e: i for i, e in enumerate(EMOTIONS)}
@@ -127,16 +144,21 @@ class _Federation:
         cfg = self.config
         n = min(cfg.batch_size, len(client.train_rows))
         rows = torch.from_numpy(self.batch_rng.choice(client.train_rows, size=n, replace=False))
-        self.model.train()
-        self.model.zero_grad(set_to_none=True)
-        loss = self.loss_fn(self.model(self.x[rows]), self.y[rows])
-        loss.backward()
-        arrays = {name: p.grad.detach().numpy().copy() for name, p in self.params.items()}
+        if self.trainer is not None:
+            arrays = self.trainer.gradient(self.model, self.x[rows], self.y[rows])
+            loss_value = float(self.trainer.last_loss)
+        else:
+            self.model.train()
+            self.model.zero_grad(set_to_none=True)
+            loss = self.loss_fn(self.model(self.x[rows]), self.y[rows])
+            loss.backward()
+            arrays = {name: p.grad.detach().numpy().copy() for name, p in self.params.items()}
+            loss_value = float(loss.item())
         update = ClientUpdate(
             server_round=server_round, client_id=client.client_id, kind="gradient", arrays=arrays,
             num_samples=n, local_steps=1, lr=cfg.client_lr,
         )
-        return update, float(loss.item())
+        return update, loss_value
 
     def fedavg_update(
         self, client: ClientData, server_round: int, global_np: Mapping[str, np.ndarray]
@@ -145,17 +167,24 @@ class _Federation:
         with torch.no_grad():
             for name, p in self.worker_params.items():
                 p.copy_(self.params[name])
-        opt_cls = torch.optim.Adam if cfg.optimizer == "adam" else torch.optim.SGD
-        optimizer = opt_cls(self.worker.parameters(), lr=cfg.client_lr)
-        self.worker.train()
-        steps, losses = 0, []
         train_rows = client.train_rows
+        batches = []
         for _ in range(cfg.local_epochs):
             order = self.batch_rng.permutation(train_rows)
             for start in range(0, len(order), cfg.batch_size):
                 rows = torch.from_numpy(order[start : start + cfg.batch_size])
+                batches.append((self.x[rows], self.y[rows]))
+        if self.trainer is not None:
+            mean_loss, steps = self.trainer.train(self.worker, batches, optimizer=cfg.optimizer, lr=cfg.client_lr)
+            losses = [mean_loss]
+        else:
+            opt_cls = torch.optim.Adam if cfg.optimizer == "adam" else torch.optim.SGD
+            optimizer = opt_cls(self.worker.parameters(), lr=cfg.client_lr)
+            self.worker.train()
+            steps, losses = 0, []
+            for xb, yb in batches:
                 optimizer.zero_grad(set_to_none=True)
-                loss = self.loss_fn(self.worker(self.x[rows]), self.y[rows])
+                loss = self.loss_fn(self.worker(xb), yb)
                 loss.backward()
                 optimizer.step()
                 steps += 1
@@ -184,11 +213,11 @@ class _Federation:
                     delta += (u.num_samples / total) * u.lr * u.local_steps * np.asarray(u.arrays[name], np.float64)
                 p.sub_(torch.from_numpy(delta.astype(np.float32)))
 
-    def apply_sum(self, total: Mapping[str, np.ndarray], *, n_clients: int) -> None:
-        """theta <- theta - total / n_clients, for a securely aggregated sum of model deltas."""
+    def apply_mean(self, mean_delta: Mapping[str, np.ndarray]) -> None:
+        """theta <- theta - mean_delta, for a mean of model deltas aggregated by the server's own rule."""
         with torch.no_grad():
             for name, p in self.params.items():
-                p.sub_(torch.from_numpy((np.asarray(total[name], np.float64) / n_clients).astype(np.float32)))
+                p.sub_(torch.from_numpy(np.asarray(mean_delta[name], np.float64).astype(np.float32)))
 
     def evaluate(self, rows: torch.Tensor) -> tuple[float, float]:
         if len(rows) == 0:
@@ -217,6 +246,8 @@ def simulate(
     extra_config: Mapping[str, Any] | None = None,
     num_threads: int | None = 1,
     aggregator: SecureAggregator | None = None,
+    client_trainer: ClientTrainer | Callable[[nn.Module], ClientTrainer] | None = None,
+    reporters: Sequence[Callable[[Mapping[str, Any]], Mapping[str, Any]]] = (),
 ) -> SimulationResult:
     """Simulate federated training of the SER model on ``table``.
 
@@ -235,6 +266,14 @@ def simulate(
         Description of the data (corpus, feature set) written into the run record.
     extra_config
         Further settings (defenses) to record with the configuration.
+    client_trainer
+        Local training to use instead of plain SGD/Adam (e.g. DP-SGD), or a
+        factory called with the run's model to build it.
+    reporters
+        Called at the end with the participation log (``client_id``,
+        ``local_steps``, ``num_samples`` per update, and ``n_train`` per
+        client); each returns entries added to the run result (e.g. the
+        privacy spent per client).
     aggregator
         Secure aggregation (e.g. Paillier): each client's update goes through
         ``aggregator.client_send`` and the server applies the mean of the
@@ -265,7 +304,11 @@ def simulate(
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(config.seed)
             fed = _Federation(config, table, split)
-            return _run(config, fed, split, transforms, hooks, data_info or {}, extra_config or {}, aggregator)
+            if client_trainer is not None:
+                fed.trainer = client_trainer(fed.model) if callable(client_trainer) and not hasattr(
+                    client_trainer, "gradient") else client_trainer
+            return _run(config, fed, split, transforms, hooks, data_info or {}, extra_config or {}, aggregator,
+                        reporters)
     finally:
         torch.set_num_threads(previous_threads)
 
@@ -274,8 +317,10 @@ def _run(
     config: FLConfig, fed: _Federation, split: FederatedSplit, transforms: Sequence[Transform],
     hooks: Sequence[Hook], data_info: Mapping[str, Any], extra_config: Mapping[str, Any],
     aggregator: SecureAggregator | None,
+    reporters: Sequence[Callable[[Mapping[str, Any]], Mapping[str, Any]]] = (),
 ) -> SimulationResult:
     clients = split.clients
+    log: dict[str, list[int]] = {"client_id": [], "local_steps": [], "num_samples": [], "server_round": []}
     select_rng = np.random.default_rng([config.seed, 1])
     defense_rng = np.random.default_rng([config.seed, 3])
     n_select = max(1, int(math.floor(config.client_fraction * len(clients) + 0.5)))
@@ -315,14 +360,17 @@ def _run(
             updates.append(update)
             losses.append(loss)
         if aggregator is not None:
-            total = aggregator.server_aggregate()
-            fed.apply_sum(total, n_clients=len(updates))
+            fed.apply_mean(aggregator.server_aggregate())
             seconds = getattr(aggregator, "last_decrypt_seconds", float("nan"))
             updates = [replace(u, extras={**u.extras, "decrypt_seconds": seconds}) for u in updates]
         else:
             fed.apply(updates)
         # Hooks hear of the round's updates once the server has them all.
         for update in updates:
+            log["client_id"].append(update.client_id)
+            log["local_steps"].append(update.local_steps)
+            log["num_samples"].append(update.num_samples)
+            log["server_round"].append(update.server_round)
             for hook in hooks:
                 hook.on_client_update(update)
         val_uar, val_acc = fed.evaluate(fed.val_rows)
@@ -337,12 +385,21 @@ def _run(
         for hook in hooks:
             hook.on_round_end(metrics)
 
+    participation = {key: np.asarray(values) for key, values in log.items()}
+    participation["n_train"] = np.array([len(c.train_rows) for c in clients])
+    participation["batch_size"] = config.batch_size
+    participation["rounds"] = config.rounds
+    participation["n_selected"] = n_select
+    participation["n_clients"] = len(clients)
+    extras: dict[str, Any] = {}
+    for reporter in reporters:
+        extras.update(reporter(participation))
     result = SimulationResult(
         config=config, history=history, best_round=best_round, best_weights=best_weights,
-        final_weights=_snapshot(fed.params), split=split,
+        final_weights=_snapshot(fed.params), split=split, extras=extras,
     )
     for hook in hooks:
-        hook.on_run_end(result.summary())
+        hook.on_run_end({**result.summary(), **extras})
     return result
 
 

@@ -29,11 +29,17 @@ def record_run(
     hooks: Sequence[Hook] = (),
     data_info: Mapping[str, Any] | None = None,
     extra_config: Mapping[str, Any] | None = None,
+    aggregator: Any = None,
+    client_trainer: Any = None,
+    reporters: Sequence[Any] = (),
 ) -> SimulationResult:
     """Simulate ``config`` on ``table`` and write every update to ``out``.
 
     The recording holds the full configuration, the data description, the
     library versions and, per round, the utility of the global model.
+    ``transforms``, ``aggregator``, ``client_trainer`` and ``reporters`` are
+    passed to :func:`~fedaudit.fl.simulate` (defenses); describe them in
+    ``extra_config`` so the recording says how it was made.
     """
     out = Path(out)
     if out.exists() and not overwrite:
@@ -51,5 +57,5 @@ def record_run(
     with Recorder(out, dtype=dtype, store_globals=store_globals, overwrite=overwrite) as recorder:
         return simulate(
             config, table, transforms=transforms, hooks=[recorder, *hooks], data_info=info,
-            extra_config=extra_config,
+            extra_config=extra_config, aggregator=aggregator, client_trainer=client_trainer, reporters=reporters,
         )
