@@ -61,9 +61,12 @@ def row_probabilities(
     """P("F", "M") for every committed update row (or ``rows``), read in contiguous blocks."""
     rows = np.arange(store.n_updates) if rows is None else np.asarray(rows)
     out = np.empty((len(rows), 2), dtype=np.float64)
+    buffers: dict[str, np.ndarray | None] = {p: None for p in params}
     for start in range(0, len(rows), batch):
         sel = rows[start : start + batch]
-        out[start : start + len(sel)] = predict({p: store.param(p, sel) for p in params})
+        for p in params:  # reused buffers: no fresh memory to page in for every block
+            buffers[p] = store.param(p, sel, out=buffers[p])
+        out[start : start + len(sel)] = predict({p: buffers[p][: len(sel)] for p in params})
     return out
 
 

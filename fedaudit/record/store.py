@@ -370,7 +370,8 @@ class UpdateStore:
         if not path.is_file():
             raise RecordingError(f"No recording at {path}; check the path (recordings end in .h5).")
         try:
-            f = h5py.File(path, "r", swmr=True, locking=False)
+            # No chunk cache: every read is of whole chunks, straight into the caller's array.
+            f = h5py.File(path, "r", swmr=True, locking=False, rdcc_nbytes=0)
         except OSError as err:
             raise RecordingError(
                 f"{path} is not a readable HDF5 recording ({err}); was it written by `fedaudit record`?"
@@ -478,22 +479,31 @@ class UpdateStore:
                 f"{self.path} has no parameter {name!r} under /{group}; it has {self.parameter_names}."
             ) from None
 
-    def param(self, name: str, rows: slice | Sequence[int] | np.ndarray | None = None) -> np.ndarray:
-        """Updates of one parameter (``"fc1.weight"``), all committed rows or the given ones."""
+    def param(
+        self, name: str, rows: slice | Sequence[int] | np.ndarray | None = None, *, out: np.ndarray | None = None
+    ) -> np.ndarray:
+        """Updates of one parameter (``"fc1.weight"``), all committed rows or the given ones.
+
+        Rows are read in contiguous runs straight into the result (``out``, if
+        given and large enough, is reused: passing the same buffer across calls
+        avoids paging in fresh memory for every block).
+        """
         ds = self._dataset(name)
         if rows is None:
-            return ds[: self.n_updates]
-        if isinstance(rows, slice):
+            rows = np.arange(self.n_updates)
+        elif isinstance(rows, slice):
             start, stop, step = rows.indices(self.n_updates)
-            if step == 1:
-                return ds[start:stop]
             rows = np.arange(start, stop, step)
         rows = np.asarray(rows, dtype=np.int64)
         if rows.size and (rows.min() < 0 or rows.max() >= self.n_updates):
             raise InvalidParameterError(f"Update rows must lie in [0, {self.n_updates}); got {rows.min()}..{rows.max()}.")
-        out = np.empty((len(rows), *ds.shape[1:]), dtype=ds.dtype)
-        for i, (start, stop, dst) in enumerate(_runs(rows)):  # contiguous runs, never strided reads
-            out[dst : dst + stop - start] = ds[start:stop]
+        shape = (len(rows), *ds.shape[1:])
+        if out is None or out.dtype != ds.dtype or out.shape[1:] != shape[1:] or out.shape[0] < len(rows):
+            out = np.empty(shape, dtype=ds.dtype)
+        else:
+            out = out[: len(rows)]
+        for start, stop, dst in _runs(rows):  # contiguous runs, never strided reads
+            ds.read_direct(out, np.s_[start:stop], np.s_[dst : dst + stop - start])
         return out
 
     def layer(self, layer: str, rows: slice | Sequence[int] | np.ndarray | None = None) -> dict[str, np.ndarray]:
@@ -540,9 +550,10 @@ class UpdateStore:
 
     def iter_rows(self, name: str, *, batch: int = 64) -> Iterator[tuple[int, np.ndarray]]:
         """Yield ``(first_row, block)`` of one parameter in contiguous blocks."""
-        ds = self._dataset(name)
+        buffer: np.ndarray | None = None
         for start in range(0, self.n_updates, batch):
-            yield start, ds[start : min(start + batch, self.n_updates)]
+            buffer = self.param(name, slice(start, min(start + batch, self.n_updates)), out=buffer)
+            yield start, buffer.copy()
 
 
 def _runs(rows: np.ndarray) -> Iterator[tuple[int, int, int]]:

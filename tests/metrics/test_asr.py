@@ -29,7 +29,7 @@ class FakeStore:
     def client_rows(self, cid: int) -> np.ndarray:
         return np.flatnonzero(self._cid == cid)
 
-    def param(self, name: str, rows=None) -> np.ndarray:
+    def param(self, name: str, rows=None, *, out=None) -> np.ndarray:
         return self._x if rows is None else self._x[np.asarray(rows)]
 
     def ground_truth(self) -> dict[str, np.ndarray]:
