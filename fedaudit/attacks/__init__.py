@@ -10,12 +10,14 @@ from fedaudit.attacks.base import (
     register_attack,
     resolve_layers,
 )
+from fedaudit.attacks.cnn import CNNFusionAttack
 from fedaudit.attacks.fast import InversionAttack, StatsAttack
 from fedaudit.attacks.features import inversion_vector, layer_statistics
 
 __all__ = [
     "ATTACKS",
     "Attack",
+    "CNNFusionAttack",
     "InversionAttack",
     "NotFittedError",
     "ShapeMismatchError",
