@@ -115,6 +115,8 @@ def attack(
     show_clients: Annotated[bool, typer.Option("--clients", help="Print per-client results.")] = False,
     json_out: Annotated[Path | None, typer.Option("--json", help="Write the full result as JSON.")] = None,
     force: Annotated[bool, typer.Option("--force", help="Overwrite an existing saved model.")] = False,
+    epochs: Annotated[int | None, typer.Option(min=1, help="cnn: maximum training epochs per layer (default 50).")] = None,
+    max_train_updates: Annotated[int | None, typer.Option(min=1, help="cnn: train on at most this many shadow updates.")] = None,
 ) -> None:
     """Infer each client's gender from its recorded updates and score the attack success rate (ASR)."""
     from fedaudit.attacks.run import fit_attack, score_attack
@@ -127,7 +129,13 @@ def attack(
             fitted: Any = model
             card: dict[str, Any] = {}
         else:
-            fitted, card = _fit(attack_name, target, shadow, public_corpus, data_root, seed)
+            options = {k: v for k, v in {"epochs": epochs, "max_train_updates": max_train_updates}.items()
+                       if v is not None}
+            if options and attack_name != "cnn":
+                raise InvalidParameterError(
+                    f"--epochs and --max-train-updates apply to the cnn attack only; got --attack {attack_name}."
+                )
+            fitted, card = _fit(attack_name, target, shadow, public_corpus, data_root, seed, options, layer or None)
             if save_model:
                 DEFAULT_MODELS.mkdir(exist_ok=True)
                 saved = fitted.save(DEFAULT_MODELS / save_model, card=card, overwrite=force)
@@ -141,7 +149,8 @@ def attack(
 
 
 def _fit(name: str, target: Path, shadow: list[Path], public_corpus: list[str], data_root: list[Path],
-         seed: int) -> tuple[Any, dict[str, Any]]:
+         seed: int, options: dict[str, Any] | None = None,
+         layers: list[int] | None = None) -> tuple[Any, dict[str, Any]]:
     from fedaudit.attacks.run import _open_quiet, fit_attack
 
     if name == "inversion":
@@ -155,7 +164,7 @@ def _fit(name: str, target: Path, shadow: list[Path], public_corpus: list[str], 
                                cache_dir=Settings().cache_dir)
         attack, card, _ = fit_attack(name, public=public, normalization=normalization, seed=seed)
     else:
-        attack, card, _ = fit_attack(name, shadows=_shadow_files(shadow), seed=seed)
+        attack, card, _ = fit_attack(name, shadows=_shadow_files(shadow), seed=seed, options=options, layers=layers)
     return attack, card
 
 

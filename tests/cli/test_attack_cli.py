@@ -112,3 +112,18 @@ def test_shadow_refuses_to_overwrite(demo_runs) -> None:
     res = runner.invoke(app, ["shadow", "--like", str(demo_runs["target"]), "--runs", "1",
                               "--out-dir", str(demo_runs["shadow_dir"])])
     assert res.exit_code != 0 and "already exists" in res.output
+
+
+def test_cnn_attack_through_the_cli(demo_runs) -> None:
+    res = runner.invoke(app, ["attack", str(demo_runs["target"]), "--attack", "cnn", "--shadow",
+                              str(demo_runs["shadow_dir"]), "--layer", "3", "--epochs", "1",
+                              "--max-train-updates", "20", "--json", str(demo_runs["root"] / "cnn.json")])
+    assert res.exit_code == 0, res.output
+    data = json.loads((demo_runs["root"] / "cnn.json").read_text())
+    assert data["attack"] == "cnn" and data["layers"] == ["fc3"]
+
+
+def test_cnn_options_are_refused_for_other_attacks(demo_runs) -> None:
+    res = runner.invoke(app, ["attack", str(demo_runs["target"]), "--shadow", str(demo_runs["shadow_dir"]),
+                              "--epochs", "3"])
+    assert res.exit_code != 0 and "apply to the cnn attack only" in res.output
