@@ -29,6 +29,7 @@ from fedaudit.data.demo import load_demo
 from fedaudit.defenses.build import DefenseSpec, build_defenses
 from fedaudit.metrics import attack_success
 from fedaudit.record import UpdateStore, record_run
+from fedaudit.shadow import shadow_config
 
 SETTINGS: dict[str, tuple[dict, dict]] = {
     # name: (FLConfig overrides, DefenseSpec kwargs)
@@ -57,6 +58,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--rounds", type=int, default=200)
     p.add_argument("--only", nargs="*", default=None, help="subset of settings")
     p.add_argument("--json", type=Path, default=None)
+    p.add_argument("--mirror-runs", type=int, default=2,
+                   help="shadow runs that mirror the defense too (a defense-aware attacker); 0 = off")
     args = p.parse_args(argv)
     warnings.simplefilter("ignore")
     args.out_dir.mkdir(parents=True, exist_ok=True)
@@ -86,7 +89,20 @@ def main(argv: list[str] | None = None) -> int:
                        store.index["encrypt_seconds"]).any() else None,
                    "decrypt_s": float(np.nanmean(store.index["decrypt_seconds"])) if np.isfinite(
                        store.index["decrypt_seconds"]).any() else None}
-            for label, attack in (("stats", stats), ("inversion", inversion)):
+            attackers = [("stats", stats), ("inversion", inversion)]
+            if args.mirror_runs and spec.names:
+                mirrored = []
+                for k in range(args.mirror_runs):
+                    scfg = shadow_config(store.config, run=k, seed=500)
+                    ssplit = split_clients(public, n_folds=scfg.n_folds, fold=scfg.fold, seed=scfg.seed)
+                    sd = build_defenses(spec, config=scfg, n_clients=len(ssplit.clients),
+                                        n_train_typical=int(np.median([len(c.train_rows) for c in ssplit.clients])))
+                    spath = path.with_name(path.stem + f"_shadow{k}.h5")
+                    record_run(scfg, public, spath, overwrite=True, transforms=sd.transforms, aggregator=sd.aggregator,
+                               client_trainer=sd.client_trainer, reporters=sd.reporters)
+                    mirrored.append(UpdateStore.open(spath))
+                attackers.append(("stats_aware", StatsAttack(layers=["fc1"], seed=0).fit(mirrored)))
+            for label, attack in attackers:
                 params = attack.required_parameters()
                 row[f"asr_{label}"] = attack_success(attack.predict_proba, store, params, seed=0).asr
                 row[f"asr_{label}_all"] = attack_success(attack.predict_proba, store, params, seed=0,
@@ -101,14 +117,16 @@ def main(argv: list[str] | None = None) -> int:
         rows[name] = row
         print(name, json.dumps(row), flush=True)
     print()
-    print("| defense | SER test UAR | ASR layer 1, stats (1 update) | all updates | ASR inversion (1) | all | "
-          "epsilon per client (median / max) | bytes per update | encrypt s | decrypt s | run s |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|")
+    print("| defense | SER test UAR | ASR layer 1, stats (1 update) | all updates | stats, defense-aware shadows (1) | all | "
+          "ASR inversion (1) | all | epsilon per client (median / max) | bytes per update | encrypt s | decrypt s | run s |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     for name, r in rows.items():
         eps = f"{r['epsilon_median']:.1f} / {r['epsilon_max']:.1f}" if "epsilon_median" in r else "-"
         enc = f"{r['encrypt_s']:.2f}" if r["encrypt_s"] is not None else "-"
         dec = f"{r['decrypt_s']:.2f}" if r["decrypt_s"] is not None else "-"
-        print(f"| {name} | {r['ser_test_uar']:.3f} | {r['asr_stats']:.3f} | {r['asr_stats_all']:.3f} | "
+        aware = (f"{r['asr_stats_aware']:.3f} | {r['asr_stats_aware_all']:.3f}" if "asr_stats_aware" in r
+                 else "- | -")
+        print(f"| {name} | {r['ser_test_uar']:.3f} | {r['asr_stats']:.3f} | {r['asr_stats_all']:.3f} | {aware} | "
               f"{r['asr_inversion']:.3f} | {r['asr_inversion_all']:.3f} | {eps} | {r['bytes_per_update'] / 1e6:.2f} MB | "
               f"{enc} | {dec} | {r['seconds']:.0f} |")
     if args.json:
