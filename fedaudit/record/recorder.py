@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import os
-import queue
-import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Self
@@ -14,46 +12,12 @@ import numpy as np
 
 from fedaudit.exceptions import RecordingError
 from fedaudit.fl.hooks import BaseHook, RoundMetrics, RunInfo
+from fedaudit.record._process import ProcessWriter
+from fedaudit.record.format import DTYPES
 from fedaudit.record.store import ClientRow, UpdateStore, UpdateWriter
 from fedaudit.types import ClientUpdate
 
 __all__ = ["Recorder"]
-
-
-class _WriterThread:
-    """Runs writes in order on one background thread, at most ``depth`` rounds behind."""
-
-    def __init__(self, depth: int) -> None:
-        self._queue: queue.Queue[Callable[[], None] | None] = queue.Queue(maxsize=depth)
-        self._error: BaseException | None = None
-        self._thread = threading.Thread(target=self._run, name="fedaudit-recorder", daemon=True)
-        self._thread.start()
-
-    def _run(self) -> None:
-        while True:
-            job = self._queue.get()
-            if job is None:
-                return
-            if self._error is None:
-                try:
-                    job()
-                except BaseException as err:  # noqa: BLE001 - re-raised in the caller's thread
-                    self._error = err
-
-    def submit(self, job: Callable[[], None]) -> None:
-        self._raise()
-        self._queue.put(job)
-
-    def close(self) -> None:
-        if self._thread.is_alive():
-            self._queue.put(None)
-            self._thread.join()
-        self._raise()
-
-    def _raise(self) -> None:
-        if self._error is not None:
-            err, self._error = self._error, None
-            raise err
 
 
 class Recorder(BaseHook):
@@ -74,9 +38,12 @@ class Recorder(BaseHook):
     overwrite
         Replace an existing file.
     background
-        Write on a background thread so training goes on meanwhile. The
-        recording is then at most ``depth`` rounds behind the simulation: a
-        round counts as completed once its commit has been flushed.
+        Write from a child process, so training and writing use two cores: the
+        simulator only copies each round's arrays into shared memory. The
+        recording is then at most ``depth`` rounds behind the simulation (a
+        round counts as completed once its commit has been flushed); if the
+        simulating process dies, the child still commits every round it was
+        sent. ``False`` writes in the calling thread.
     depth
         Rounds that may wait for the background writer.
 
@@ -93,7 +60,8 @@ class Recorder(BaseHook):
         self.path = Path(path)
         self.background = background
         self.depth = depth
-        self._thread: _WriterThread | None = None
+        self._proc: ProcessWriter | None = None
+        self._shapes: dict[str, tuple[int, ...]] = {}
         self._round: list[ClientUpdate] = []
         self.dtype = dtype
         self.store_globals = store_globals
@@ -105,12 +73,13 @@ class Recorder(BaseHook):
 
     @property
     def bytes_written(self) -> int:
-        return self._writer.bytes_written if self._writer is not None else 0
+        source = self._proc if self._proc is not None else self._writer
+        return source.bytes_written if source is not None else 0
 
     def on_run_start(self, info: RunInfo) -> None:
         config = {**dict(info.config), "data": dict(info.data)}
-        self._writer = UpdateStore.create(
-            self.path,
+        self._shapes = {n: tuple(int(d) for d in s) for n, s in info.parameter_shapes.items()}
+        kwargs = dict(
             config=config,
             parameter_shapes=info.parameter_shapes,
             clients=[ClientRow(client_id=c.client_id, corpus=c.corpus, n_train=c.n_train, n_val=c.n_val) for c in info.clients],
@@ -124,56 +93,49 @@ class Recorder(BaseHook):
             overwrite=self.overwrite,
         )
         if self.background:
-            self._thread = _WriterThread(self.depth)
+            self._proc = ProcessWriter(self.path, kwargs, depth=self.depth)
+        else:
+            self._writer = UpdateStore.create(self.path, **kwargs)
 
     def on_round_start(self, server_round: int, client_ids: list[int], global_weights: Mapping[str, np.ndarray]) -> None:
         self._global = global_weights
 
     def on_client_update(self, update: ClientUpdate) -> None:
-        self._require()
+        self._started()
         self._round.append(update)
 
     def on_round_end(self, metrics: RoundMetrics) -> None:
-        writer = self._require()
+        self._started()
         updates, self._round = self._round, []
-        global_weights = self._global
         row = {
             "server_round": metrics.server_round, "val_uar": metrics.val_uar, "val_acc": metrics.val_acc,
             "test_uar": metrics.test_uar, "test_acc": metrics.test_acc, "train_loss": metrics.train_loss,
             "n_clients": metrics.n_clients,
         }
-
-        def commit() -> None:
+        glob = self._global if self.store_globals else None
+        if self._proc is not None:
+            self._proc.commit_round(updates, glob, row, self._shapes, DTYPES[self.dtype])
+        else:
             for update in updates:
-                writer.add(update)
-            writer.commit_round(global_weights=global_weights, metrics=row)
-
-        self._run(commit)
+                self._writer.add(update)
+            self._writer.commit_round(global_weights=glob, metrics=row)
 
     def on_run_end(self, result: Mapping[str, Any]) -> None:
-        writer = self._require()
-        self._run(lambda: writer.finish(result))
-        if self._thread is not None:
-            self._thread.close()
-
-    def _run(self, job: Callable[[], None]) -> None:
-        if self._thread is not None:
-            self._thread.submit(job)
+        self._started()
+        if self._proc is not None:
+            self._proc.finish(result)
         else:
-            job()
+            self._writer.finish(result)
 
-    def _require(self) -> UpdateWriter:
-        if self._writer is None:
+    def _started(self) -> None:
+        if self._writer is None and self._proc is None:
             raise RecordingError("The recorder was told about an update before the run started.")
-        return self._writer
 
     def __enter__(self) -> Self:
         return self
 
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
-        try:
-            if self._thread is not None:
-                self._thread.close()  # finish pending rounds, so an interrupted run keeps them
-        finally:
-            if self._writer is not None:
-                self._writer.close()
+        if self._proc is not None:
+            self._proc.close()  # the child commits the rounds it was sent, so an interrupted run keeps them
+        if self._writer is not None:
+            self._writer.close()

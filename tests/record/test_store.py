@@ -198,3 +198,52 @@ def test_recorder_refuses_existing_path_at_construction(tmp_path: Path) -> None:
     path.touch()
     with pytest.raises(RecordingError, match="already exists"):
         Recorder(path)
+
+
+def test_background_and_inline_writers_record_the_same_run(tmp_path: Path) -> None:
+    table = make_table()
+    for background in (True, False):
+        with Recorder(tmp_path / f"{background}.h5", background=background, store_globals=True) as rec:
+            simulate(FLConfig(rounds=5, client_fraction=0.3, seed=4), table, hooks=[rec])
+    with UpdateStore.open(tmp_path / "True.h5") as a, UpdateStore.open(tmp_path / "False.h5") as b:
+        assert a.complete and b.complete and a.n_updates == b.n_updates
+        for name in a.parameter_names:
+            np.testing.assert_array_equal(a.param(name), b.param(name))
+            np.testing.assert_array_equal(a.global_weights(3)[name], b.global_weights(3)[name])
+        for col in a.index:
+            np.testing.assert_array_equal(a.index[col], b.index[col])
+
+
+def test_errors_in_the_writer_process_reach_the_caller(tmp_path: Path) -> None:
+    from fedaudit.record._process import ProcessWriter
+    from fedaudit.record.store import ClientRow
+    from fedaudit.types import ClientUpdate
+
+    shapes = {"fc1.weight": (2, 3), "fc1.bias": (2,)}
+    path = tmp_path / "broken.h5"
+    writer = ProcessWriter(path, {"config": {}, "parameter_shapes": shapes,
+                                  "clients": [ClientRow(client_id=0, corpus="c", n_train=1, n_val=0)]})
+    good = ClientUpdate(server_round=0, client_id=0, kind="gradient", num_samples=1, local_steps=1, lr=0.1,
+                        arrays={"fc1.weight": np.ones((2, 3), np.float32), "fc1.bias": np.ones(2, np.float32)})
+    bad = ClientUpdate(server_round=1, client_id=0, kind="gradient", num_samples=1, local_steps=1, lr=0.1,
+                       arrays={"fc1.weight": np.ones((3, 3), np.float32), "fc1.bias": np.ones(2, np.float32)})
+    writer.commit_round([good], None, {"server_round": 0}, shapes, "<f4")
+    writer.commit_round([bad], None, {"server_round": 1}, shapes, "<f4")
+    with pytest.raises(RecordingError, match=r"shape \(3, 3\)"):
+        writer.finish({})
+    with pytest.warns(IncompleteRecordingWarning):
+        store = UpdateStore.open(path)
+    with store:
+        assert store.rounds_completed == 1 and store.n_updates == 1
+
+
+def test_existing_file_error_comes_from_the_writer_process(tmp_path: Path) -> None:
+    from fedaudit.record._process import ProcessWriter
+    from fedaudit.record.store import ClientRow
+
+    path = tmp_path / "x.h5"
+    path.write_bytes(b"keep")
+    with pytest.raises(RecordingError, match="already exists"):
+        ProcessWriter(path, {"config": {}, "parameter_shapes": {"a.w": (1,)},
+                             "clients": [ClientRow(client_id=0, corpus="c", n_train=1, n_val=0)]})
+    assert path.read_bytes() == b"keep"
