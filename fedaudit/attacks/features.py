@@ -72,14 +72,15 @@ def layer_statistics(weight: np.ndarray, bias: np.ndarray) -> np.ndarray:
     n, n_out = weight.shape[0], weight.shape[1]
     ones = np.ones((1, n_out), dtype=weight.dtype)
     col_sum = np.matmul(ones, weight)[:, 0, :].astype(np.float64)  # sum over output units
-    col_sq = np.matmul(ones, weight * weight)[:, 0, :].astype(np.float64)
+    col_sq = np.einsum("noi,noi->ni", weight, weight).astype(np.float64)
     w_norm = np.sqrt(col_sq.sum(axis=1))
     b_norm = np.sqrt(np.einsum("no,no->n", bias, bias))
     scale = np.maximum(w_norm, _EPS)[:, None]
     col_mean = col_sum / n_out
     col_std = np.sqrt(np.maximum(col_sq / n_out - col_mean**2, 0.0))
     col_mean, col_std = col_mean / scale, col_std / scale
-    row_mean = weight.mean(axis=2, dtype=np.float64)
+    row_mean = np.matmul(weight, np.ones((weight.shape[2], 1), dtype=weight.dtype))[:, :, 0].astype(np.float64)
+    row_mean /= weight.shape[2]
     cos = np.einsum("no,no->n", row_mean, bias) / np.maximum(
         np.linalg.norm(row_mean, axis=1) * b_norm, _EPS
     )
