@@ -103,6 +103,9 @@ class ProcessWriter:
 
     def __init__(self, path: Path, writer_kwargs: dict[str, Any], *, depth: int = 2) -> None:
         ctx = mp.get_context("fork" if "fork" in mp.get_all_start_methods() else "spawn")
+        from multiprocessing import resource_tracker
+
+        resource_tracker.ensure_running()  # the child shares it, instead of starting one that unlinks our slots
         self._conn, child_conn = ctx.Pipe()
         self._proc = ctx.Process(target=_child, args=(child_conn, self._conn, str(path), writer_kwargs),
                                  name="fedaudit-recorder", daemon=True)

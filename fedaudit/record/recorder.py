@@ -55,7 +55,7 @@ class Recorder(BaseHook):
 
     def __init__(
         self, path: str | os.PathLike[str], *, dtype: str = "float32", store_globals: bool = False,
-        overwrite: bool = False, background: bool = True, depth: int = 2,
+        overwrite: bool = False, background: bool = True, depth: int = 4,
     ) -> None:
         self.path = Path(path)
         self.background = background
