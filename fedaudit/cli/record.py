@@ -125,7 +125,7 @@ def record(
     key_bits: Annotated[int, typer.Option(help="sefl: Paillier key size (bits).")] = 2048,
     he_mode: Annotated[str, typer.Option(help="sefl: packed or single (one value per ciphertext).")] = "packed",
     he_clip: Annotated[float, typer.Option(help="sefl packed: clip of model-delta values.")] = 0.5,
-    encrypted_rounds: Annotated[int, typer.Option(min=0, help="sefl: rounds run with real encryption (-1 = all).")] = 1,
+    encrypted_rounds: Annotated[int, typer.Option(min=-1, help="sefl: rounds run with real encryption (-1 = all).")] = 1,
     insecure_key: Annotated[bool, typer.Option("--insecure-key", help="sefl: allow keys below 1024 bits.")] = False,
 ) -> None:
     """Run a simulated federation and record every client update to HDF5."""
