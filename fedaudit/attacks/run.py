@@ -7,10 +7,8 @@ import time
 import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
-import numpy as np
 
 from fedaudit.attacks.base import ATTACKS, Attack, load_attack, resolve_layers, shadow_hash
 from fedaudit.exceptions import IncompleteRecordingWarning, InvalidParameterError

@@ -119,7 +119,7 @@ def attack(
     max_train_updates: Annotated[int | None, typer.Option(min=1, help="cnn: train on at most this many shadow updates.")] = None,
 ) -> None:
     """Infer each client's gender from its recorded updates and score the attack success rate (ASR)."""
-    from fedaudit.attacks.run import fit_attack, score_attack
+    from fedaudit.attacks.run import score_attack
 
     with error_boundary():
         if not target.is_file():

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -16,8 +15,7 @@ from rich.table import Table
 from fedaudit.cli._common import console, error_boundary
 from fedaudit.config import ALGORITHMS, NORMALIZATIONS, OPTIMIZERS, FLConfig
 from fedaudit.exceptions import InvalidParameterError
-from fedaudit.fl.hooks import BaseHook, RoundMetrics, RunInfo
-from fedaudit.types import ClientUpdate
+from fedaudit.fl.hooks import BaseHook, RoundMetrics
 
 
 class _ProgressHook(BaseHook):
@@ -56,11 +54,10 @@ def _dropout(value: str, n_hidden: int) -> tuple[float, ...]:
 def _build(spec: Any, config: FLConfig, table: Any) -> Any:
     import warnings
 
-    import numpy as np
-
+    from fedaudit.cli._common import err_console
     from fedaudit.data.clients import split_clients
     from fedaudit.defenses.build import build_defenses
-    from fedaudit.cli._common import err_console
+    from fedaudit.exceptions import FedAuditWarning
 
     split = split_clients(table, n_folds=config.n_folds, fold=config.fold,
                           clients_per_speaker=config.clients_per_speaker, val_fraction=config.val_fraction,
@@ -70,7 +67,8 @@ def _build(spec: Any, config: FLConfig, table: Any) -> Any:
         warnings.simplefilter("always")
         built = build_defenses(spec, config=config, n_clients=len(split.clients), n_train_typical=n_train)
     for w in caught:
-        err_console.print(f"[bold yellow]warning:[/] {escape(str(w.message))}")
+        if issubclass(w.category, FedAuditWarning):  # ours are for the user; library chatter is not
+            err_console.print(f"[bold yellow]warning:[/] {escape(str(w.message))}")
     return built
 
 

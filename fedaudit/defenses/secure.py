@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import time
 import warnings
-from collections.abc import Mapping
 from dataclasses import asdict, dataclass, replace
 from typing import Any
 
