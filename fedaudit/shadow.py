@@ -50,7 +50,8 @@ def run_shadow(
     *,
     out_dir: str | os.PathLike[str],
     runs: int = 5,
-    seed: int = 0,
+    seed: int | None = None,
+    init_from_target: bool = False,
     name: str | None = None,
     overwrite: bool = False,
     hooks: Callable[[int], Sequence[Hook]] | None = None,
@@ -58,6 +59,8 @@ def run_shadow(
     """Record ``runs`` shadow runs mirroring the target's configuration.
 
     Run ``k`` holds out speaker fold ``k mod n_folds`` and uses seed ``seed + k``.
+    By default ``seed`` is the target's seed plus 1000, so that no shadow run
+    shares the target's random initialisation by accident.
 
     Parameters
     ----------
@@ -70,7 +73,11 @@ def run_shadow(
     runs
         Number of shadow runs.
     seed
-        Base seed.
+        Base seed (default: the target's seed + 1000).
+    init_from_target
+        Start every shadow run from the target's initial global model, which a
+        server adversary knows (it sent it). Hidden units then line up with the
+        target's, and the later layers leak far more (``docs/attacks.md``).
     name
         File name prefix (default: ``shadow_<target stem>``).
     overwrite
@@ -86,6 +93,9 @@ def run_shadow(
         with UpdateStore.open(target) as store:
             config = dict(store.config)
             target_data = dict(config.get("data", {}))
+            init = store.initial_weights() if init_from_target else None
+    if seed is None:
+        seed = int(config.get("seed", 0)) + 1000
     if target_data.get("n_features") not in (None, table.n_features) or target_data.get("feature_set") not in (
         None, table.feature_set,
     ):
@@ -103,6 +113,6 @@ def run_shadow(
     for k, path in enumerate(paths):
         cfg = shadow_config(config, run=k, seed=seed)
         record_run(cfg, table, path, overwrite=overwrite, hooks=list(hooks(k)) if hooks else [],
-                   data_info={"role": "shadow", "target": str(target)},
-                   extra_config={"shadow_of": target.name, "shadow_run": k})
+                   data_info={"role": "shadow", "target": str(target)}, initial_weights=init,
+                   extra_config={"shadow_of": target.name, "shadow_run": k, "init_from_target": init_from_target})
     return paths

@@ -56,7 +56,8 @@ def shadow(
     corpus: Annotated[list[str], typer.Option("--corpus", "-c", help="Shadow corpus (the attacker's own); repeat to combine.")] = ["demo-shadow"],  # noqa: B006
     data_root: Annotated[list[Path], typer.Option("--data-root", help="Root of each non-demo corpus, in order.")] = [],  # noqa: B006
     runs: Annotated[int, typer.Option(min=1, help="Shadow runs (speaker folds and seeds).")] = 5,
-    seed: Annotated[int, typer.Option(min=0, help="Base seed; run k uses seed + k.")] = 0,
+    seed: Annotated[int | None, typer.Option(min=0, help="Base seed; run k uses seed + k (default: the target's seed + 1000).")] = None,
+    init_from_target: Annotated[bool, typer.Option("--init-from-target", help="Start from the target's initial global model (a server adversary knows it).")] = False,
     out_dir: Annotated[Path, typer.Option(help="Folder of the shadow recordings.")] = Path("recorded_updates/shadow"),
     cache_dir: Annotated[Path | None, typer.Option(help="Feature cache.")] = None,
     jobs: Annotated[int, typer.Option(min=1, help="Processes for feature extraction.")] = 2,
@@ -88,7 +89,8 @@ def shadow(
                 task = prog.add_task("shadow", total=None, run=k)
                 return [_Tick(task)]
 
-            paths = run_shadow(like, table, out_dir=out_dir, runs=runs, seed=seed, overwrite=force, hooks=hooks)
+            paths = run_shadow(like, table, out_dir=out_dir, runs=runs, seed=seed, overwrite=force, hooks=hooks,
+                               init_from_target=init_from_target)
         for p in paths:
             console.print(f"recorded {escape(str(p))}")
 

@@ -22,6 +22,7 @@ from fedaudit.config import FLConfig
 from fedaudit.data.clients import ClientData, FederatedSplit, split_clients
 from fedaudit.data.normalize import normalize_features
 from fedaudit.data.table import EMOTIONS, FeatureTable
+from fedaudit.exceptions import InvalidParameterError
 from fedaudit.fl.hooks import ClientInfo, Hook, RoundMetrics, RunInfo
 from fedaudit.fl.models import build_model, parameter_shapes
 from fedaudit.metrics.basic import accuracy, uar
@@ -248,6 +249,7 @@ def simulate(
     aggregator: SecureAggregator | None = None,
     client_trainer: ClientTrainer | Callable[[nn.Module], ClientTrainer] | None = None,
     reporters: Sequence[Callable[[Mapping[str, Any]], Mapping[str, Any]]] = (),
+    initial_weights: Mapping[str, np.ndarray] | None = None,
 ) -> SimulationResult:
     """Simulate federated training of the SER model on ``table``.
 
@@ -274,6 +276,9 @@ def simulate(
         ``local_steps``, ``num_samples`` per update, and ``n_train`` per
         client); each returns entries added to the run result (e.g. the
         privacy spent per client).
+    initial_weights
+        Start from these weights (``{"fc1.weight": ...}``) instead of the
+        seeded He initialisation, e.g. a target run's initial global model.
     aggregator
         Secure aggregation (e.g. Paillier): each client's update goes through
         ``aggregator.client_send`` and the server applies the mean of the
@@ -304,6 +309,8 @@ def simulate(
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(config.seed)
             fed = _Federation(config, table, split)
+            if initial_weights is not None:
+                _load_weights(fed.params, initial_weights)
             if client_trainer is not None:
                 fed.trainer = client_trainer(fed.model) if callable(client_trainer) and not hasattr(
                     client_trainer, "gradient") else client_trainer
@@ -401,6 +408,20 @@ def _run(
     for hook in hooks:
         hook.on_run_end({**result.summary(), **extras})
     return result
+
+
+def _load_weights(params: Mapping[str, torch.Tensor], weights: Mapping[str, np.ndarray]) -> None:
+    missing = sorted(set(params) - set(weights))
+    if missing:
+        raise InvalidParameterError(f"The initial weights lack parameters {missing}.")
+    with torch.no_grad():
+        for name, p in params.items():
+            w = np.asarray(weights[name], dtype=np.float32)
+            if tuple(w.shape) != tuple(p.shape):
+                raise InvalidParameterError(
+                    f"The initial weights give {name} the shape {tuple(w.shape)}; the model has {tuple(p.shape)}."
+                )
+            p.copy_(torch.from_numpy(w))
 
 
 def _with_local(update: ClientUpdate) -> ClientUpdate:

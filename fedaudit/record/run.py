@@ -32,6 +32,7 @@ def record_run(
     aggregator: Any = None,
     client_trainer: Any = None,
     reporters: Sequence[Any] = (),
+    initial_weights: Mapping[str, Any] | None = None,
 ) -> SimulationResult:
     """Simulate ``config`` on ``table`` and write every update to ``out``.
 
@@ -58,4 +59,5 @@ def record_run(
         return simulate(
             config, table, transforms=transforms, hooks=[recorder, *hooks], data_info=info,
             extra_config=extra_config, aggregator=aggregator, client_trainer=client_trainer, reporters=reporters,
+            initial_weights=initial_weights,
         )

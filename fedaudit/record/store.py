@@ -548,6 +548,12 @@ class UpdateStore:
             )
         return {n: self._dataset(n, "globals")[server_round] for n in self.parameter_names}
 
+    def initial_weights(self) -> dict[str, np.ndarray]:
+        """The global model before round 0 (what the server sent first)."""
+        if "initial_weights" not in self._f:
+            raise RecordingError(f"{self.path} holds no initial weights.")
+        return {n: self._dataset(n, "initial_weights")[()] for n in self.parameter_names}
+
     def iter_rows(self, name: str, *, batch: int = 64) -> Iterator[tuple[int, np.ndarray]]:
         """Yield ``(first_row, block)`` of one parameter in contiguous blocks."""
         buffer: np.ndarray | None = None

@@ -32,7 +32,7 @@ def test_shadow_mirrors_the_target_configuration(demo_runs) -> None:
         for key in ("algorithm", "rounds", "lr", "batch_size", "hidden", "dropout", "normalization", "client_fraction"):
             assert s.config[key] == t.config[key], key
         assert s.config["data"]["corpora"] == ["demo-shadow"]
-        assert s.config["fold"] == 1 and s.config["seed"] == 1
+        assert s.config["fold"] == 1 and s.config["seed"] == 1001  # target seed + 1000 + run
         assert s.complete
 
 
@@ -127,3 +127,18 @@ def test_cnn_options_are_refused_for_other_attacks(demo_runs) -> None:
     res = runner.invoke(app, ["attack", str(demo_runs["target"]), "--shadow", str(demo_runs["shadow_dir"]),
                               "--epochs", "3"])
     assert res.exit_code != 0 and "apply to the cnn attack only" in res.output
+
+
+def test_shadow_can_start_from_the_target_initial_model(demo_runs) -> None:
+    out = demo_runs["root"] / "shadow_init"
+    res = runner.invoke(app, ["shadow", "--like", str(demo_runs["target"]), "--runs", "1", "--out-dir", str(out),
+                              "--init-from-target"])
+    assert res.exit_code == 0, res.output
+    (path,) = sorted(out.glob("*.h5"))
+    with UpdateStore.open(demo_runs["target"]) as t, UpdateStore.open(path) as s:
+        for name in t.parameter_names:
+            assert (t.initial_weights()[name] == s.initial_weights()[name]).all()
+        assert s.config["init_from_target"] is True
+    other = sorted(demo_runs["shadow_dir"].glob("*.h5"))[0]
+    with UpdateStore.open(demo_runs["target"]) as t, UpdateStore.open(other) as s:
+        assert not (t.initial_weights()["fc1.weight"] == s.initial_weights()["fc1.weight"]).all()
