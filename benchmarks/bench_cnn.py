@@ -10,7 +10,7 @@ branch on a batch of 20 updates of shape 256 x 988 (Emo-Base input layer of the
 SER MLP), and the scoring throughput of that branch (updates/s, no gradient).
 
 Part 2 records shadow runs on ``demo-shadow`` (FedSGD, 200 rounds, seeds
-0..k-1) and a target run on ``demo-private`` (seed 0), fits the attack under a
+1000..1000+k-1) and a target run on ``demo-private`` (seed 0), fits the attack under a
 CPU budget (``--max-train-updates``, ``--epochs``) and prints the ASR of each
 layer alone and fused, with the protocol of :func:`fedaudit.metrics.attack_success`.
 Recordings are cached in ``--out`` and reused.
@@ -83,7 +83,7 @@ def time_first_layer(repeats: int = 3, batch: int = 20, shape: tuple[int, int] =
 def record(out: Path, k: int) -> tuple[list[Path], Path]:
     out.mkdir(parents=True, exist_ok=True)
     shadows = []
-    for seed in range(k):
+    for seed in range(1000, 1000 + k):  # never the target's seed: a shared initialisation would leak more
         path = out / f"shadow_fedsgd_s{seed}.h5"
         if not path.exists():
             start = time.perf_counter()
