@@ -24,9 +24,8 @@ import numpy as np
 
 from fedaudit.attacks import InversionAttack, StatsAttack
 from fedaudit.config import FLConfig
-from fedaudit.data.clients import split_clients
 from fedaudit.data.demo import load_demo
-from fedaudit.defenses.build import DefenseSpec, build_defenses
+from fedaudit.defenses.build import DefenseSpec, build_for_table
 from fedaudit.metrics import attack_success
 from fedaudit.record import UpdateStore, record_run
 from fedaudit.shadow import shadow_config
@@ -72,10 +71,8 @@ def main(argv: list[str] | None = None) -> int:
     for name in names:
         overrides, spec_kwargs = SETTINGS[name]
         config = FLConfig(rounds=args.rounds, seed=0, **overrides)
-        split = split_clients(private, n_folds=config.n_folds, fold=config.fold, seed=config.seed)
         spec = DefenseSpec(**spec_kwargs)
-        d = build_defenses(spec, config=config, n_clients=len(split.clients),
-                           n_train_typical=int(np.median([len(c.train_rows) for c in split.clients])))
+        d = build_for_table(spec, config=config, table=private)
         path = args.out_dir / f"{name.replace(' ', '_').replace('%', '').replace('(', '').replace(')', '').replace(',', '')}.h5"
         t0 = time.perf_counter()
         result = record_run(config, private, path, overwrite=True, transforms=d.transforms, aggregator=d.aggregator,
@@ -94,9 +91,7 @@ def main(argv: list[str] | None = None) -> int:
                 mirrored = []
                 for k in range(args.mirror_runs):
                     scfg = shadow_config(store.config, run=k, seed=500)
-                    ssplit = split_clients(public, n_folds=scfg.n_folds, fold=scfg.fold, seed=scfg.seed)
-                    sd = build_defenses(spec, config=scfg, n_clients=len(ssplit.clients),
-                                        n_train_typical=int(np.median([len(c.train_rows) for c in ssplit.clients])))
+                    sd = build_for_table(spec, config=scfg, table=public)
                     spath = path.with_name(path.stem + f"_shadow{k}.h5")
                     record_run(scfg, public, spath, overwrite=True, transforms=sd.transforms, aggregator=sd.aggregator,
                                client_trainer=sd.client_trainer, reporters=sd.reporters)

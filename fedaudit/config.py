@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from typing import Any, Literal
 
 from fedaudit.exceptions import InvalidParameterError
@@ -98,7 +98,6 @@ class FLConfig:
     fold: int = 0
     val_fraction: float = 0.2
     seed: int = 0
-    extras: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         _check_choice("algorithm", self.algorithm, ALGORITHMS)

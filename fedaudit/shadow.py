@@ -9,7 +9,6 @@ the shadow speakers' genders as ground truth, which the attacker owns.
 from __future__ import annotations
 
 import os
-import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import fields
 from pathlib import Path
@@ -17,7 +16,7 @@ from typing import Any
 
 from fedaudit.config import FLConfig
 from fedaudit.data.table import FeatureTable
-from fedaudit.exceptions import IncompleteRecordingWarning, InvalidParameterError, RecordingError
+from fedaudit.exceptions import InvalidParameterError, RecordingError
 from fedaudit.fl.hooks import Hook
 from fedaudit.record.run import record_run
 from fedaudit.record.store import UpdateStore
@@ -88,12 +87,10 @@ def run_shadow(
     if runs < 1:
         raise InvalidParameterError(f"runs must be >= 1. Got {runs!r}.")
     target = Path(target)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", IncompleteRecordingWarning)
-        with UpdateStore.open(target) as store:
-            config = dict(store.config)
-            target_data = dict(config.get("data", {}))
-            init = store.initial_weights() if init_from_target else None
+    with UpdateStore.open(target, warn_incomplete=False) as store:
+        config = dict(store.config)
+        target_data = dict(config.get("data", {}))
+        init = store.initial_weights() if init_from_target else None
     if seed is None:
         seed = int(config.get("seed", 0)) + 1000
     if target_data.get("n_features") not in (None, table.n_features) or target_data.get("feature_set") not in (

@@ -11,7 +11,7 @@ import numpy as np
 from fedaudit.attacks.base import ShapeMismatchError, gender_labels
 from fedaudit.exceptions import InvalidParameterError
 
-__all__ = ["ShadowRows", "check_same_architecture", "client_groups", "grouped_split", "iter_blocks", "shadow_rows"]
+__all__ = ["ShadowRows", "check_same_architecture", "grouped_split", "iter_blocks", "shadow_rows"]
 
 
 @dataclass(frozen=True, kw_only=True, eq=False)
@@ -60,10 +60,6 @@ def shadow_rows(stores: Sequence[Any]) -> ShadowRows:
         store_index=np.concatenate(parts_s), row=np.concatenate(parts_r), y=np.concatenate(parts_y),
         group=np.concatenate(parts_g),
     )
-
-
-def client_groups(rows: ShadowRows) -> np.ndarray:
-    return np.unique(rows.group)
 
 
 def grouped_split(rows: ShadowRows, *, val_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:

@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import os
 import time
-import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 
 from fedaudit.attacks.base import ATTACKS, Attack, load_attack, resolve_layers, shadow_hash
-from fedaudit.exceptions import IncompleteRecordingWarning, InvalidParameterError
+from fedaudit.exceptions import InvalidParameterError
 from fedaudit.metrics.asr import AttackResult, ClientPrediction, attack_success, predict_clients, row_probabilities
 from fedaudit.record.store import UpdateStore
 
@@ -38,12 +37,6 @@ class AttackReport:
         return asdict(self)
 
 
-def _open_quiet(path: str | os.PathLike[str]) -> UpdateStore:
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", IncompleteRecordingWarning)
-        return UpdateStore.open(path)
-
-
 def fit_attack(
     name: str,
     *,
@@ -53,8 +46,8 @@ def fit_attack(
     layers: Sequence[str] | Sequence[int] | None = None,
     seed: int = 0,
     options: dict[str, Any] | None = None,
-) -> tuple[Attack, dict[str, Any], float]:
-    """Fit a registered attack; returns (attack, card, seconds).
+) -> tuple[Attack, dict[str, Any]]:
+    """Fit a registered attack; returns the attack and its card (``card["fit_seconds"]`` is the fit time).
 
     Shadow-trained attacks (``stats``, ``cnn``) need ``shadows`` (recordings);
     ``inversion`` needs ``public`` features and the target's ``normalization``.
@@ -76,7 +69,7 @@ def fit_attack(
             raise InvalidParameterError(
                 f"The {name} attack is fitted on shadow recordings: give --shadow FILE (see `fedaudit shadow`)."
             )
-        stores = [_open_quiet(p) for p in shadows]
+        stores = [UpdateStore.open(p, warn_incomplete=False) for p in shadows]
         try:
             layer_names = resolve_layers(layers, stores[0].layers) if layers is not None else None
             attack = cls(layers=layer_names, seed=seed, **options).fit(stores)
@@ -87,7 +80,7 @@ def fit_attack(
     card["fit_seconds"] = time.perf_counter() - t0
     card["fit_info"] = getattr(attack, "fit_info_", {})
     card["seed"] = seed
-    return attack, card, card["fit_seconds"]
+    return attack, card
 
 
 def score_attack(
@@ -109,7 +102,7 @@ def score_attack(
     if not isinstance(attack, Attack):
         attack = load_attack(attack)
         card = {**attack.card_, **(card or {})}
-    with _open_quiet(target) as store:
+    with UpdateStore.open(target, warn_incomplete=False) as store:
         if layers is not None:
             chosen = resolve_layers(layers, store.layers)
             if not hasattr(attack, "restricted"):
@@ -151,7 +144,7 @@ def layer_leakage(
 ) -> dict[str, AttackResult]:
     """ASR of each layer alone and of the fused attack (key ``"fused"``), from one fitted attack."""
     out: dict[str, AttackResult] = {}
-    with _open_quiet(target) as store:
+    with UpdateStore.open(target, warn_incomplete=False) as store:
         layers = list(getattr(attack, "use_layers_", [store.layers[0]]))
         for layer in layers:
             sub = attack.restricted([layer]) if hasattr(attack, "restricted") else attack

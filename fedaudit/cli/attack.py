@@ -96,9 +96,9 @@ def shadow(
 
 
 def _target_feature_set(path: Path) -> str:
-    from fedaudit.attacks.run import _open_quiet
+    from fedaudit.record.store import UpdateStore
 
-    with _open_quiet(path) as store:
+    with UpdateStore.open(path, warn_incomplete=False) as store:
         return str(store.config.get("data", {}).get("feature_set", "emobase"))
 
 
@@ -153,20 +153,21 @@ def attack(
 def _fit(name: str, target: Path, shadow: list[Path], public_corpus: list[str], data_root: list[Path],
          seed: int, options: dict[str, Any] | None = None,
          layers: list[int] | None = None) -> tuple[Any, dict[str, Any]]:
-    from fedaudit.attacks.run import _open_quiet, fit_attack
+    from fedaudit.attacks.run import fit_attack
+    from fedaudit.record.store import UpdateStore
 
     if name == "inversion":
         from fedaudit.data.sources import load_features
         from fedaudit.settings import Settings
 
-        with _open_quiet(target) as store:
+        with UpdateStore.open(target, warn_incomplete=False) as store:
             normalization = store.config.get("normalization", "global")
             feature_set = store.config.get("data", {}).get("feature_set", "emobase")
         public = load_features(public_corpus or ["demo-shadow"], roots=data_root, feature_set=feature_set,
                                cache_dir=Settings().cache_dir)
-        attack, card, _ = fit_attack(name, public=public, normalization=normalization, seed=seed)
+        attack, card = fit_attack(name, public=public, normalization=normalization, seed=seed)
     else:
-        attack, card, _ = fit_attack(name, shadows=_shadow_files(shadow), seed=seed, options=options, layers=layers)
+        attack, card = fit_attack(name, shadows=_shadow_files(shadow), seed=seed, options=options, layers=layers)
     return attack, card
 
 

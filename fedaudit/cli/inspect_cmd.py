@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import warnings
 from pathlib import Path
 from typing import Annotated
 
@@ -12,7 +11,6 @@ from rich.markup import escape
 from rich.table import Table
 
 from fedaudit.cli._common import console, error_boundary
-from fedaudit.exceptions import IncompleteRecordingWarning
 
 
 def inspect(
@@ -23,10 +21,7 @@ def inspect(
     from fedaudit.record.store import UpdateStore
 
     with error_boundary():
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", IncompleteRecordingWarning)
-            store = UpdateStore.open(path)
-        with store:
+        with UpdateStore.open(path, warn_incomplete=False) as store:
             summary = {
                 "path": str(path),
                 "complete": store.complete,

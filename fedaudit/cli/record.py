@@ -55,17 +55,12 @@ def _build(spec: Any, config: FLConfig, table: Any) -> Any:
     import warnings
 
     from fedaudit.cli._common import err_console
-    from fedaudit.data.clients import split_clients
-    from fedaudit.defenses.build import build_defenses
+    from fedaudit.defenses.build import build_for_table
     from fedaudit.exceptions import FedAuditWarning
 
-    split = split_clients(table, n_folds=config.n_folds, fold=config.fold,
-                          clients_per_speaker=config.clients_per_speaker, val_fraction=config.val_fraction,
-                          seed=config.seed)
-    n_train = int(np.median([len(c.train_rows) for c in split.clients]))
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        built = build_defenses(spec, config=config, n_clients=len(split.clients), n_train_typical=n_train)
+        built = build_for_table(spec, config=config, table=table)
     for w in caught:
         if issubclass(w.category, FedAuditWarning):  # ours are for the user; library chatter is not
             err_console.print(f"[bold yellow]warning:[/] {escape(str(w.message))}")

@@ -25,6 +25,7 @@ __all__ = [
     "Defenses",
     "SelectiveAggregation",
     "build_defenses",
+    "build_for_table",
 ]
 
 #: Defense names accepted by ``fedaudit record --defense``.
@@ -159,6 +160,17 @@ class SelectiveAggregation:
 
     def describe(self) -> dict[str, Any]:
         return {"name": "css", "keep": self.keep}
+
+
+def build_for_table(spec: DefenseSpec, *, config: Any, table: Any) -> Defenses:
+    """:func:`build_defenses` for a run of ``config`` on ``table`` (client count and sizes from its split)."""
+    from fedaudit.data.clients import split_clients
+
+    split = split_clients(table, n_folds=config.n_folds, fold=config.fold,
+                          clients_per_speaker=config.clients_per_speaker, val_fraction=config.val_fraction,
+                          seed=config.seed)
+    return build_defenses(spec, config=config, n_clients=len(split.clients),
+                          n_train_typical=int(np.median([len(c.train_rows) for c in split.clients])))
 
 
 def build_defenses(spec: DefenseSpec, *, config: Any, n_clients: int, n_train_typical: int) -> Defenses:

@@ -123,7 +123,7 @@ class SecureAggregation:
         self._server = PaillierAggregator(public, **kwargs)
         self.encoder: PackedEncoder | None = self._client.encoder
         self._ct_bytes = ciphertext_nbytes(self._client.key_bits)
-        self._round: list[tuple[ClientUpdate, dict[str, np.ndarray], Any]] = []
+        self._round: list[tuple[dict[str, np.ndarray], Any]] = []  # (key-holder view, ciphertexts)
         self.clipped_values = 0
         self.total_values = 0
 
@@ -167,7 +167,7 @@ class SecureAggregation:
             extras["encrypt_seconds"] = time.perf_counter() - t0
         shown = {n: (seen[n] / scale).astype(np.float32) for n in seen}
         sent = replace(update, arrays=shown, extras=extras)
-        self._round.append((sent, seen, payload))
+        self._round.append((seen, payload))
         return sent
 
     def server_aggregate(self) -> dict[str, np.ndarray]:
@@ -177,8 +177,8 @@ class SecureAggregation:
     def _sum(self) -> dict[str, np.ndarray]:
         entries, self._round = self._round, []
         self._round_size = len(entries)
-        emulated = {n: np.sum([seen[n] for _, seen, _ in entries], axis=0) for n in entries[0][1]}
-        payloads = [p for _, _, p in entries if p is not None]
+        emulated = {n: np.sum([seen[n] for seen, _ in entries], axis=0) for n in entries[0][0]}
+        payloads = [p for _, p in entries if p is not None]
         if payloads:
             total = self._server.aggregate(payloads)
             t0 = time.perf_counter()

@@ -11,7 +11,6 @@ file (marked incomplete).
 from __future__ import annotations
 
 import multiprocessing as mp
-import os
 from collections.abc import Mapping
 from multiprocessing import shared_memory
 from pathlib import Path
@@ -209,7 +208,3 @@ class ProcessWriter:
             except FileNotFoundError:
                 pass
         self._free, self._busy = [], {}
-
-    @property
-    def pid(self) -> int | None:
-        return self._proc.pid if self._proc is not None else os.getpid()

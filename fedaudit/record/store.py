@@ -40,7 +40,6 @@ from fedaudit.types import ClientUpdate
 __all__ = ["UpdateStore", "UpdateWriter", "library_versions"]
 
 _STR = h5py.string_dtype("utf-8")
-_JSON_MAX = None  # JSON blobs are resizable uint8 datasets
 
 
 def library_versions() -> dict[str, str]:
@@ -364,8 +363,12 @@ class UpdateStore:
 
     # -- opening -----------------------------------------------------------
     @classmethod
-    def open(cls, path: str | os.PathLike[str]) -> UpdateStore:
-        """Open a recording for reading; checks the format version first."""
+    def open(cls, path: str | os.PathLike[str], *, warn_incomplete: bool = True) -> UpdateStore:
+        """Open a recording for reading; checks the format version first.
+
+        An incomplete recording (a killed run) raises :class:`IncompleteRecordingWarning`
+        unless ``warn_incomplete`` is false; ``complete`` tells either way.
+        """
         path = Path(path)
         if not path.is_file():
             raise RecordingError(f"No recording at {path}; check the path (recordings end in .h5).")
@@ -397,7 +400,7 @@ class UpdateStore:
         except BaseException:
             f.close()
             raise
-        if not store.complete:
+        if warn_incomplete and not store.complete:
             warnings.warn(
                 f"{path} is incomplete: the run stopped after {store.rounds_completed} completed rounds; "
                 "only those are served.",
@@ -556,10 +559,8 @@ class UpdateStore:
 
     def iter_rows(self, name: str, *, batch: int = 64) -> Iterator[tuple[int, np.ndarray]]:
         """Yield ``(first_row, block)`` of one parameter in contiguous blocks."""
-        buffer: np.ndarray | None = None
         for start in range(0, self.n_updates, batch):
-            buffer = self.param(name, slice(start, min(start + batch, self.n_updates)), out=buffer)
-            yield start, buffer.copy()
+            yield start, self.param(name, slice(start, min(start + batch, self.n_updates)))
 
 
 def _runs(rows: np.ndarray) -> Iterator[tuple[int, int, int]]:
