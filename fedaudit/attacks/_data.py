@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+import math
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -11,7 +12,14 @@ import numpy as np
 from fedaudit.attacks.base import ShapeMismatchError, gender_labels
 from fedaudit.exceptions import InvalidParameterError
 
-__all__ = ["ShadowRows", "check_same_architecture", "grouped_split", "iter_blocks", "shadow_rows"]
+__all__ = [
+    "ShadowRows",
+    "check_same_architecture",
+    "fusion_weights",
+    "grouped_split",
+    "iter_blocks",
+    "shadow_rows",
+]
 
 
 @dataclass(frozen=True, kw_only=True, eq=False)
@@ -62,7 +70,9 @@ def shadow_rows(stores: Sequence[Any]) -> ShadowRows:
     )
 
 
-def grouped_split(rows: ShadowRows, *, val_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+def grouped_split(
+    rows: ShadowRows, *, val_fraction: float, seed: int | Sequence[int]
+) -> tuple[np.ndarray, np.ndarray]:
     """Train / validation row masks split by client (stratified by gender), never by update.
 
     Splitting individual updates would put updates of the same client on both
@@ -89,3 +99,12 @@ def iter_blocks(
         for start in range(0, len(mine), batch):
             pos = mine[start : start + batch]
             yield pos, {p: store.param(p, rows.row[pos]) for p in params}
+
+
+def fusion_weights(
+    layers: Sequence[str], shapes: Mapping[str, Sequence[int]], params: Mapping[str, Mapping[str, str]]
+) -> dict[str, float]:
+    """Weight of each layer proportional to the number of values of its update (weight + bias)."""
+    sizes = {layer: sum(int(math.prod(shapes[p])) for p in params[layer].values()) for layer in layers}
+    total = sum(sizes.values())
+    return {layer: sizes[layer] / total for layer in layers}

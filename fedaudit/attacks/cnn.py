@@ -21,6 +21,7 @@ from torch import nn
 from fedaudit.attacks._data import (
     ShadowRows,
     check_same_architecture,
+    fusion_weights as _fusion_weights,
     grouped_split,
     iter_blocks,
     shadow_rows,
@@ -676,12 +677,3 @@ def _branch_proba(
         out[i : i + len(w)] = torch.softmax(branch(w, b), dim=1).double().cpu().numpy()
     branch.train(was_training)
     return out
-
-
-def _fusion_weights(
-    layers: Sequence[str], shapes: Mapping[str, Sequence[int]], params: Mapping[str, Mapping[str, str]]
-) -> dict[str, float]:
-    """Weight of each layer proportional to the number of values of its update (weight + bias)."""
-    sizes = {layer: sum(int(math.prod(shapes[p])) for p in params[layer].values()) for layer in layers}
-    total = sum(sizes.values())
-    return {layer: sizes[layer] / total for layer in layers}

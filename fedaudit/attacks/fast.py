@@ -23,7 +23,14 @@ from typing import Any, Self
 import numpy as np
 import torch
 
-from fedaudit.attacks._data import check_same_architecture, grouped_split, iter_blocks, shadow_rows
+from fedaudit.attacks._data import (
+    ShadowRows,
+    check_same_architecture,
+    fusion_weights,
+    grouped_split,
+    iter_blocks,
+    shadow_rows,
+)
 from fedaudit.attacks.base import (
     Attack,
     InvalidParameterError,
@@ -151,11 +158,9 @@ class StatsAttack(Attack):
             self.models_[layer], self.fit_info_[layer] = fit_logistic(
                 feats[layer], rows.y, train=train, val=val, clip=self.clip, seed=self.seed
             )
-        sizes = {layer: float(np.prod(self.shapes_[f"{layer}.weight"]) + np.prod(self.shapes_[f"{layer}.bias"]))
-                 for layer in layers}
-        total = sum(sizes.values())
-        self.fusion_weights_ = {layer: sizes[layer] / total for layer in layers}
-        self.use_layers_ = list(layers)
+        names = {layer: {p: f"{layer}.{p}" for p in ("weight", "bias")} for layer in layers}
+        self.fusion_weights_ = fusion_weights(layers, self.shapes_, names)
+        self.layers_ = list(layers)
         self.n_shadow_updates_ = len(rows)
         self.fitted_ = True
         return self
@@ -164,7 +169,7 @@ class StatsAttack(Attack):
         """``{layer: (n, 2)}`` probabilities of ("F", "M") from each layer alone."""
         check_is_fitted(self)
         out = {}
-        for layer in self.use_layers_:
+        for layer in self.layers_:
             f = layer_statistics(updates[f"{layer}.weight"], updates[f"{layer}.bias"])
             p_m = self.models_[layer].p_male(f)
             out[layer] = np.stack([1 - p_m, p_m], axis=1)
@@ -183,7 +188,7 @@ class StatsAttack(Attack):
         if unknown:
             raise InvalidParameterError(f"Layers {unknown} were not fitted; this attack has {sorted(self.models_)}.")
         clone = copy.copy(self)
-        clone.use_layers_ = list(layers)
+        clone.layers_ = list(layers)
         clone.parameters_ = [f"{layer}.{p}" for layer in layers for p in ("weight", "bias")]
         return clone
 
@@ -192,14 +197,14 @@ class StatsAttack(Attack):
         for layer, model in self.models_.items():
             tensors.update(model.tensors(layer))
         meta = {"fusion_weights": self.fusion_weights_, "fit_info": self.fit_info_, "layers": list(self.models_),
-                "use_layers": self.use_layers_, "n_shadow_updates": self.n_shadow_updates_}
+                "use_layers": self.layers_, "n_shadow_updates": self.n_shadow_updates_}
         return tensors, meta
 
     def _load_state(self, tensors: Mapping[str, torch.Tensor], meta: Mapping[str, Any]) -> None:
         self.models_ = {layer: _Linear.from_tensors(tensors, layer, self.clip) for layer in meta["layers"]}
         self.fusion_weights_ = dict(meta["fusion_weights"])
         self.fit_info_ = dict(meta["fit_info"])
-        self.use_layers_ = list(meta["use_layers"])
+        self.layers_ = list(meta["use_layers"])
         self.n_shadow_updates_ = int(meta["n_shadow_updates"])
 
 
@@ -260,14 +265,9 @@ class InversionAttack(Attack):
                 ys.append(np.full(self.draws_per_speaker, labels[rows[0]]))
                 groups.append(np.full(self.draws_per_speaker, g))
         x, y, group = np.concatenate(xs), np.concatenate(ys), np.concatenate(groups)
-        val_rng = np.random.default_rng([self.seed, 1])
-        val_groups = []
-        for label in (0, 1):
-            gs = np.unique(group[y == label])
-            val_rng.shuffle(gs)
-            val_groups.extend(gs[: max(1, int(round(len(gs) * self.val_fraction)))].tolist())
-        val = np.isin(group, val_groups)
-        self.model_, self.fit_info_ = fit_logistic(x, y, train=~val, val=val, clip=self.clip, seed=self.seed)
+        by_speaker = ShadowRows(store_index=np.zeros_like(y), row=np.arange(len(y)), y=y, group=group)
+        train, val = grouped_split(by_speaker, val_fraction=self.val_fraction, seed=[self.seed, 1])
+        self.model_, self.fit_info_ = fit_logistic(x, y, train=train, val=val, clip=self.clip, seed=self.seed)
         self.fit_info_["normalization"] = normalization
         self.fit_info_["public_corpora"] = sorted(set(table.corpus.tolist()))
         self.fit_info_["n_speakers"] = len(table.speakers)

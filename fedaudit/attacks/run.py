@@ -57,12 +57,13 @@ def fit_attack(
     cls = ATTACKS[name]
     options = dict(options or {})
     t0 = time.perf_counter()
+    normalization = normalization or "global"
     if name == "inversion":
         if public is None:
             raise InvalidParameterError(
                 "The inversion attack needs public features: give --public-corpus (e.g. demo-shadow)."
             )
-        attack = cls(seed=seed, **options).fit(public, normalization=normalization or "global")
+        attack = cls(seed=seed, **options).fit(public, normalization=normalization)
         card = {"public_corpora": sorted(set(public.corpus.tolist())), "normalization": normalization}
     else:
         if not shadows:
@@ -130,7 +131,7 @@ def score_attack(
                     progress(k + 1, len(n_updates))
         else:
             predictions = predict_clients(attack.predict_proba, store, params, row_proba=proba)
-        used = getattr(attack, "use_layers_", None) or [p.rsplit(".", 1)[0] for p in params]
+        used = getattr(attack, "layers_", None) or [p.rsplit(".", 1)[0] for p in params]
         return AttackReport(
             attack=attack.name, target=str(target), layers=list(dict.fromkeys(used)), fit_seconds=float(
                 (card or {}).get("fit_seconds", float("nan"))),
@@ -145,7 +146,7 @@ def layer_leakage(
     """ASR of each layer alone and of the fused attack (key ``"fused"``), from one fitted attack."""
     out: dict[str, AttackResult] = {}
     with UpdateStore.open(target, warn_incomplete=False) as store:
-        layers = list(getattr(attack, "use_layers_", [store.layers[0]]))
+        layers = list(getattr(attack, "layers_", None) or [store.layers[0]])
         for layer in layers:
             sub = attack.restricted([layer]) if hasattr(attack, "restricted") else attack
             sub.check_store(store)

@@ -253,8 +253,9 @@ def build_defenses(spec: DefenseSpec, *, config: Any, n_clients: int, n_train_ty
         he = SecureAggregationConfig(key_bits=spec.key_bits, mode=spec.he_mode, prune_percent=spec.prune_percent,
                                      clip=spec.he_clip, value_bits=spec.value_bits,
                                      encrypted_rounds=spec.encrypted_rounds, insecure_key=spec.insecure_key)
-        n_select = max(1, int(math.floor(config.client_fraction * n_clients + 0.5)))
-        out.aggregator = SecureAggregation(he, max_clients=n_select)
+        from fedaudit.fl.simulate import clients_per_round
+
+        out.aggregator = SecureAggregation(he, max_clients=clients_per_round(config.client_fraction, n_clients))
         out.settings["sefl"] = out.aggregator.describe()
         out.reporters.append(lambda log: {"sefl": out.aggregator.report()})
     return out

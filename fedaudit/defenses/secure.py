@@ -172,11 +172,11 @@ class SecureAggregation:
 
     def server_aggregate(self) -> dict[str, np.ndarray]:
         """The mean of this round's model deltas, from the sum the clients decrypt."""
-        return {n: v / self._round_size for n, v in self._sum().items()}
+        sums, n_clients = self._sum()
+        return {n: v / n_clients for n, v in sums.items()}
 
-    def _sum(self) -> dict[str, np.ndarray]:
+    def _sum(self) -> tuple[dict[str, np.ndarray], int]:
         entries, self._round = self._round, []
-        self._round_size = len(entries)
         emulated = {n: np.sum([seen[n] for seen, _ in entries], axis=0) for n in entries[0][0]}
         payloads = [p for _, p in entries if p is not None]
         if payloads:
@@ -192,9 +192,9 @@ class SecureAggregation:
                         f"{float(np.abs(value.reshape(emulated[n].shape) - emulated[n]).max()):.3g}; "
                         "the secure aggregation is inconsistent."
                     )
-            return {n: v.reshape(emulated[n].shape) for n, v in decrypted.items()}
+            return {n: v.reshape(emulated[n].shape) for n, v in decrypted.items()}, len(entries)
         self.last_decrypt_seconds = float("nan")
-        return emulated
+        return emulated, len(entries)
 
     def report(self) -> dict[str, Any]:
         return {"clipped_share": self.clipped_values / self.total_values if self.total_values else 0.0,

@@ -28,7 +28,15 @@ from fedaudit.fl.models import build_model, parameter_shapes
 from fedaudit.metrics.basic import accuracy, uar
 from fedaudit.types import ClientUpdate
 
-__all__ = ["ClientTrainer", "SecureAggregator", "SimulationResult", "Transform", "pseudo_gradient", "simulate"]
+__all__ = [
+    "ClientTrainer",
+    "SecureAggregator",
+    "SimulationResult",
+    "Transform",
+    "clients_per_round",
+    "pseudo_gradient",
+    "simulate",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -88,6 +96,11 @@ class SimulationResult:
             "n_clients": len(self.split.clients),
             "test_speakers": len(self.split.test_speakers),
         }
+
+
+def clients_per_round(client_fraction: float, n_clients: int) -> int:
+    """Clients selected each round: the nearest integer to ``client_fraction * n_clients``, at least 1."""
+    return max(1, int(math.floor(client_fraction * n_clients + 0.5)))
 
 
 def pseudo_gradient(
@@ -330,7 +343,7 @@ def _run(
     log: dict[str, list[int]] = {"client_id": [], "local_steps": [], "num_samples": [], "server_round": []}
     select_rng = np.random.default_rng([config.seed, 1])
     defense_rng = np.random.default_rng([config.seed, 3])
-    n_select = max(1, int(math.floor(config.client_fraction * len(clients) + 0.5)))
+    n_select = clients_per_round(config.client_fraction, len(clients))
     info = RunInfo(
         config={**config.to_dict(), **extra_config},
         parameter_shapes=parameter_shapes(fed.model),

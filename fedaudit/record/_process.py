@@ -70,6 +70,10 @@ def _child(conn: Any, parent_end: Any, path: str, writer_kwargs: dict[str, Any])
                 finally:
                     del arrays
                 conn.send(("ack", name))
+            elif msg[0] == "drop":  # the parent replaced a slot too small for a round
+                seg = segments.pop(msg[1], None)
+                if seg is not None:
+                    seg.close()
             elif msg[0] == "finish":
                 writer.finish(msg[1])
                 conn.send(("done",))
@@ -152,6 +156,7 @@ class ProcessWriter:
             seg = self._free.pop()
             if seg.size >= size:
                 return seg
+            self._conn.send(("drop", seg.name))
             seg.close()
             seg.unlink()
         return shared_memory.SharedMemory(create=True, size=max(size, 1))
