@@ -93,7 +93,8 @@ def synth(
 def extract(
     corpus_dir: Annotated[
         Path,
-        typer.Option("--corpus-dir", exists=True, help="Folder with manifest.csv, or a CSV."),
+        typer.Option("--corpus-dir", exists=True, help="Folder with manifest.csv, or a CSV: a synthesised "
+                     "corpus's manifest, or any manifest with path, speaker_id, gender, emotion columns."),
     ],
     out: Annotated[
         Path, typer.Option("--out", dir_okay=False, help="Feature table to write (.npz).")
@@ -109,11 +110,16 @@ def extract(
 ) -> None:
     """Extract one feature vector per utterance of a corpus into a .npz feature table."""
     from fedaudit.data.features import extract_features
-    from fedaudit.data.synth import read_manifest
+    from fedaudit.data.loaders import load_manifest
+    from fedaudit.data.synth import MANIFEST_NAME, read_manifest
+    from fedaudit.data.table import CORPUS_COLUMNS
     from fedaudit.exceptions import SkippedAudioWarning
 
     with error_boundary():
-        table = read_manifest(corpus_dir)
+        csv = corpus_dir / MANIFEST_NAME if corpus_dir.is_dir() else corpus_dir
+        header = csv.read_text().splitlines()[0].split(",") if csv.is_file() else []
+        # A synthesised corpus's manifest holds every corpus column; any other goes through the generic loader.
+        table = read_manifest(corpus_dir) if set(CORPUS_COLUMNS) <= set(header) else load_manifest(corpus_dir)
         with warnings.catch_warnings(record=True) as caught, _progress_bar() as update:
             warnings.simplefilter("always", SkippedAudioWarning)
             features = extract_features(

@@ -9,6 +9,7 @@ of the box without espeak-ng, openSMILE or any licensed corpus.
 from __future__ import annotations
 
 import os
+import contextlib
 import tempfile
 from collections.abc import Callable
 from importlib import resources
@@ -130,8 +131,12 @@ def build_demo_features(
     out = Path(out_dir) if out_dir is not None else Path(__file__).resolve().parent / "_demo"
     out.mkdir(parents=True, exist_ok=True)
     written: dict[str, Path] = {}
-    with tempfile.TemporaryDirectory(prefix="fedaudit-demo-") as tmp:
-        base = Path(work_dir) if work_dir is not None else Path(tmp)
+    scratch = (
+        contextlib.nullcontext(str(work_dir)) if work_dir is not None
+        else tempfile.TemporaryDirectory(prefix="fedaudit-demo-")
+    )
+    with scratch as tmp:
+        base = Path(tmp)
         for name in DEMO_CORPORA:
             synth_cb = extract_cb = None
             if progress is not None:

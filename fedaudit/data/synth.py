@@ -412,8 +412,12 @@ def synthesize_corpus(
     manifest = pd.DataFrame(rows, columns=list(CORPUS_COLUMNS))
     fd, tmp = tempfile.mkstemp(dir=out, prefix=".manifest-", suffix=".csv")
     os.close(fd)
-    manifest.to_csv(tmp, index=False)
-    os.replace(tmp, out / MANIFEST_NAME)
+    try:
+        manifest.to_csv(tmp, index=False)
+        os.replace(tmp, out / MANIFEST_NAME)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
     table = manifest.copy()
     table["path"] = [str(out / p) for p in manifest["path"]]
     return table

@@ -106,14 +106,14 @@ def magnitude_prune_mask(array: np.ndarray, percent: float) -> np.ndarray:
     values = np.asarray(array)
     k = n_pruned(values.size, percent)
     mask = np.zeros(values.size, dtype=bool)
-    if k == 0:
-        return mask.reshape(values.shape)
     magnitude = np.abs(values.reshape(-1))
     if np.isnan(magnitude).any():
         raise InvalidParameterError(
             f"Cannot prune an array of shape {values.shape} that holds {int(np.isnan(magnitude).sum())} NaN "
             "values; check the local training for divergence before pruning."
         )
+    if k == 0:
+        return mask.reshape(values.shape)
     kth = np.partition(magnitude, k - 1)[k - 1]
     below = magnitude < kth
     ties = np.flatnonzero(magnitude == kth)[: k - int(below.sum())]
