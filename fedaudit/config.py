@@ -8,7 +8,7 @@ from typing import Any, Literal
 
 from fedaudit.exceptions import InvalidParameterError
 
-__all__ = ["ALGORITHMS", "FLConfig", "NORMALIZATIONS", "OPTIMIZERS"]
+__all__ = ["ALGORITHMS", "FLConfig", "NORMALIZATIONS", "OPTIMIZERS", "clients_per_round"]
 
 ALGORITHMS: tuple[str, ...] = ("fedsgd", "fedavg")
 OPTIMIZERS: tuple[str, ...] = ("sgd", "adam")
@@ -16,6 +16,11 @@ NORMALIZATIONS: tuple[str, ...] = ("none", "global", "speaker")
 
 #: Learning rates of the publication (Feng et al. 2022) per algorithm.
 DEFAULT_LR: dict[str, float] = {"fedsgd": 0.1, "fedavg": 0.0005}
+
+
+def clients_per_round(client_fraction: float, n_clients: int) -> int:
+    """Clients selected each round: the nearest integer to ``client_fraction * n_clients``, at least 1."""
+    return max(1, int(math.floor(client_fraction * n_clients + 0.5)))
 
 
 def _check_choice(name: str, value: object, choices: tuple[str, ...]) -> None:

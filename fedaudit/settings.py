@@ -16,4 +16,5 @@ class Settings(BaseSettings):
 
     cache_dir: Path = Path.home() / ".cache" / "fedaudit"
     recordings_dir: Path = Path("recorded_updates")
+    models_dir: Path = Path("attack_models")
     n_jobs: int = 2

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from fedaudit.exceptions import CorpusError
+from fedaudit.types import EMOTIONS, GENDERS
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -23,11 +24,6 @@ __all__ = [
 #: Columns of a corpus table: one row per utterance.
 CORPUS_COLUMNS: tuple[str, ...] = ("utterance_id", "path", "speaker_id", "gender", "emotion", "corpus")
 
-#: The four harmonised emotion classes, in label order.
-EMOTIONS: tuple[str, ...] = ("neutral", "happy", "sad", "angry")
-
-#: Gender codes used everywhere: ``"F"`` and ``"M"``.
-GENDERS: tuple[str, ...] = ("F", "M")
 
 
 def check_corpus_table(table: pd.DataFrame, *, name: str) -> pd.DataFrame:

@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from fedaudit.data.table import GENDERS
+from fedaudit.types import GENDERS
 from fedaudit.exceptions import InvalidParameterError
 
 __all__ = ["AttackResult", "ClientPrediction", "attack_success", "predict_clients", "row_probabilities"]
