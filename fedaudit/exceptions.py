@@ -14,6 +14,7 @@ __all__ = [
     "FormatVersionError",
     "IncompleteRecordingWarning",
     "InvalidParameterError",
+    "OutputExistsError",
     "RecordingError",
     "SkippedAudioWarning",
 ]
@@ -27,6 +28,15 @@ class FedAuditError(Exception):
 
 class InvalidParameterError(FedAuditError, ValueError):
     """A parameter has a value outside its allowed range or set."""
+
+    exit_code = 2
+
+
+class OutputExistsError(FedAuditError, FileExistsError):
+    """An output (recording, attack model, results folder) already exists and would be replaced.
+
+    The library only says what exists; the command line adds how to replace it (``--force``).
+    """
 
     exit_code = 2
 

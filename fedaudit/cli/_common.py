@@ -10,7 +10,7 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
-from fedaudit.exceptions import FedAuditError
+from fedaudit.exceptions import FedAuditError, OutputExistsError
 
 console = Console()
 err_console = Console(stderr=True, soft_wrap=True)
@@ -22,7 +22,10 @@ def error_boundary() -> Iterator[None]:
     try:
         yield
     except FedAuditError as err:
-        err_console.print(f"[bold red]error:[/] {escape(str(err))}")
+        message = str(err)
+        if isinstance(err, OutputExistsError):
+            message = f"{message.rstrip('.')}; choose another output or pass --force to overwrite it."
+        err_console.print(f"[bold red]error:[/] {escape(message)}")
         raise typer.Exit(code=err.exit_code) from None
     except KeyboardInterrupt:
         err_console.print("[bold red]interrupted[/]")
