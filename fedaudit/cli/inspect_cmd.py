@@ -18,7 +18,7 @@ def inspect(
     as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
 ) -> None:
     """Show a recording's configuration, clients, rounds, layers, size and completeness."""
-    from fedaudit.record.store import UpdateStore
+    from fedaudit.record import UpdateStore
 
     with error_boundary():
         with UpdateStore.open(path, warn_incomplete=False) as store:

@@ -1,28 +1,14 @@
-"""Federated learning simulator. Knows nothing about attacks."""
+"""Federated learning simulator. Emits hook events (:mod:`fedaudit.hooks`); knows no recorder and no attack."""
 
-from fedaudit.fl.hooks import BaseHook, ClientInfo, Hook, RoundMetrics, RunInfo
 from fedaudit.fl.models import MLP, MODELS, build_model, layer_names, parameter_shapes
-from fedaudit.fl.simulate import (
-    ClientTrainer,
-    SecureAggregator,
-    SimulationResult,
-    Transform,
-    pseudo_gradient,
-    simulate,
-)
+from fedaudit.fl.simulate import METRIC_NAMES, RoundMetrics, SimulationResult, pseudo_gradient, simulate
 
 __all__ = [
-    "BaseHook",
-    "ClientInfo",
-    "ClientTrainer",
-    "Hook",
+    "METRIC_NAMES",
     "MLP",
     "MODELS",
     "RoundMetrics",
-    "RunInfo",
-    "SecureAggregator",
     "SimulationResult",
-    "Transform",
     "build_model",
     "layer_names",
     "parameter_shapes",

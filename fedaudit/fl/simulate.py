@@ -10,62 +10,46 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any, Protocol
+from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
 
-from fedaudit.config import FLConfig
+from fedaudit.config import FLConfig, clients_per_round
 from fedaudit.data.clients import ClientData, FederatedSplit, split_clients
 from fedaudit.data.normalize import normalize_features
-from fedaudit.data.table import EMOTIONS, FeatureTable
+from fedaudit.data.table import FeatureTable
 from fedaudit.exceptions import InvalidParameterError
-from fedaudit.fl.hooks import ClientInfo, Hook, RoundMetrics, RunInfo
 from fedaudit.fl.models import build_model, parameter_shapes
+from fedaudit.hooks import ClientInfo, Hook, RoundEnd, RoundStart, RunEnd, RunStart
 from fedaudit.metrics.basic import accuracy, uar
-from fedaudit.types import ClientUpdate
+from fedaudit.types import EMOTIONS, ClientTrainer, ClientUpdate, DefensePieces, Participation, PrivacySpent
 
-__all__ = [
-    "ClientTrainer",
-    "SecureAggregator",
-    "SimulationResult",
-    "Transform",
-    "clients_per_round",
-    "pseudo_gradient",
-    "simulate",
-]
+__all__ = ["METRIC_NAMES", "RoundMetrics", "SimulationResult", "pseudo_gradient", "simulate"]
 
 logger = logging.getLogger(__name__)
 
-#: A defense applied to each client update before it leaves the client.
-Transform = Callable[[ClientUpdate, np.random.Generator], ClientUpdate]
+#: Per-round metrics the simulator reports to its hooks (and the recorder stores).
+METRIC_NAMES: tuple[str, ...] = ("val_uar", "val_acc", "test_uar", "test_acc", "train_loss", "n_clients")
 
 
-class ClientTrainer(Protocol):
-    """Replaces plain local training (e.g. DP-SGD with per-sample clipping and noise)."""
+@dataclass(frozen=True, kw_only=True)
+class RoundMetrics:
+    """Utility of the global model after one round."""
 
-    last_loss: float
+    server_round: int
+    val_uar: float
+    val_acc: float
+    test_uar: float
+    test_acc: float
+    train_loss: float
+    n_clients: int
 
-    def gradient(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> dict[str, np.ndarray]: ...
-
-    def train(
-        self, model: nn.Module, batches: list[tuple[torch.Tensor, torch.Tensor]], *, optimizer: str, lr: float
-    ) -> tuple[float, int]: ...
-
-
-class SecureAggregator(Protocol):
-    """Aggregation the server performs without seeing individual updates."""
-
-    def client_send(self, update: ClientUpdate) -> ClientUpdate: ...
-
-    def server_aggregate(self) -> Mapping[str, np.ndarray]:
-        """The mean model delta (``lr * U * update``) to subtract from the global weights."""
-        ...
-
-    def describe(self) -> dict[str, Any]: ...
+    def as_mapping(self) -> dict[str, float]:
+        return {name: float(getattr(self, name)) for name in METRIC_NAMES}
 
 
 @dataclass(frozen=True, kw_only=True, eq=False)
@@ -78,7 +62,8 @@ class SimulationResult:
     best_weights: dict[str, np.ndarray]
     final_weights: dict[str, np.ndarray]
     split: FederatedSplit
-    extras: dict[str, Any] = field(default_factory=dict)
+    privacy: tuple[PrivacySpent, ...] = ()
+    defense_report: dict[str, Any] = field(default_factory=dict)
 
     @property
     def best(self) -> RoundMetrics:
@@ -96,11 +81,6 @@ class SimulationResult:
             "n_clients": len(self.split.clients),
             "test_speakers": len(self.split.test_speakers),
         }
-
-
-def clients_per_round(client_fraction: float, n_clients: int) -> int:
-    """Clients selected each round: the nearest integer to ``client_fraction * n_clients``, at least 1."""
-    return max(1, int(math.floor(client_fraction * n_clients + 0.5)))
 
 
 def pseudo_gradient(
@@ -254,14 +234,11 @@ def simulate(
     config: FLConfig,
     table: FeatureTable,
     *,
-    transforms: Sequence[Transform] = (),
+    defenses: DefensePieces | None = None,
     hooks: Sequence[Hook] = (),
     data_info: Mapping[str, Any] | None = None,
     extra_config: Mapping[str, Any] | None = None,
     num_threads: int | None = 1,
-    aggregator: SecureAggregator | None = None,
-    client_trainer: ClientTrainer | Callable[[nn.Module], ClientTrainer] | None = None,
-    reporters: Sequence[Callable[[Mapping[str, Any]], Mapping[str, Any]]] = (),
     initial_weights: Mapping[str, np.ndarray] | None = None,
 ) -> SimulationResult:
     """Simulate federated training of the SER model on ``table``.
@@ -272,41 +249,34 @@ def simulate(
         The run configuration (algorithm, rounds, learning rate, split, seed, ...).
     table
         Extracted features of every utterance (not yet normalised).
-    transforms
-        Defenses applied, in order, to each client update before it is sent.
+    defenses
+        What the run's defenses plug in (built by :func:`fedaudit.defenses.build_defenses`):
+        client-side transforms applied in order to each update, a local trainer
+        (DP-SGD), a server aggregator (secure aggregation), and accountants
+        called at the end with who took part.
     hooks
-        Observers told about the run, each round and each client update
-        (after the transforms: what crosses the wire).
+        Observers (:mod:`fedaudit.hooks`) told about the run, each round and
+        each client update (after the defenses: what crosses the wire).
     data_info
-        Description of the data (corpus, feature set) written into the run record.
+        Description of the data (corpus, feature set) for the run record.
     extra_config
-        Further settings (defenses) to record with the configuration.
-    client_trainer
-        Local training to use instead of plain SGD/Adam (e.g. DP-SGD), or a
-        factory called with the run's model to build it.
-    reporters
-        Called at the end with the participation log (``client_id``,
-        ``local_steps``, ``num_samples`` per update, and ``n_train`` per
-        client); each returns entries added to the run result (e.g. the
-        privacy spent per client).
-    initial_weights
-        Start from these weights (``{"fc1.weight": ...}``) instead of the
-        seeded He initialisation, e.g. a target run's initial global model.
-    aggregator
-        Secure aggregation (e.g. Paillier): each client's update goes through
-        ``aggregator.client_send`` and the server applies the mean of the
-        deltas ``aggregator.server_aggregate`` returns.
+        Further settings to record with the configuration.
     num_threads
         Torch intra-op threads during the run (restored afterwards). The
         default 1 suits batch-20 MLP steps, too small to split across cores;
         several threads contend badly when the machine is busy. ``None``
         keeps torch's setting.
+    initial_weights
+        Start from these weights (``{"fc1.weight": ...}``) instead of the
+        seeded He initialisation, e.g. a target run's initial global model.
 
     Returns
     -------
     SimulationResult
-        Utility per round, the best round by validation UAR and its weights.
+        Utility per round, the best round by validation UAR and its weights,
+        and the privacy each DP mechanism spent.
     """
+    defenses = defenses or DefensePieces()
     split = split_clients(
         table, n_folds=config.n_folds, fold=config.fold, clients_per_speaker=config.clients_per_speaker,
         val_fraction=config.val_fraction, seed=config.seed,
@@ -324,39 +294,37 @@ def simulate(
             fed = _Federation(config, table, split)
             if initial_weights is not None:
                 _load_weights(fed.params, initial_weights)
-            if client_trainer is not None:
-                fed.trainer = client_trainer(fed.model) if callable(client_trainer) and not hasattr(
-                    client_trainer, "gradient") else client_trainer
-            return _run(config, fed, split, transforms, hooks, data_info or {}, extra_config or {}, aggregator,
-                        reporters)
+            if defenses.client_trainer is not None:
+                fed.trainer = defenses.client_trainer(fed.model)
+            return _run(config, fed, split, defenses, hooks, data_info or {}, extra_config or {})
     finally:
         torch.set_num_threads(previous_threads)
 
 
 def _run(
-    config: FLConfig, fed: _Federation, split: FederatedSplit, transforms: Sequence[Transform],
+    config: FLConfig, fed: _Federation, split: FederatedSplit, defenses: DefensePieces,
     hooks: Sequence[Hook], data_info: Mapping[str, Any], extra_config: Mapping[str, Any],
-    aggregator: SecureAggregator | None,
-    reporters: Sequence[Callable[[Mapping[str, Any]], Mapping[str, Any]]] = (),
 ) -> SimulationResult:
     clients = split.clients
     log: dict[str, list[int]] = {"client_id": [], "local_steps": [], "num_samples": [], "server_round": []}
     select_rng = np.random.default_rng([config.seed, 1])
     defense_rng = np.random.default_rng([config.seed, 3])
     n_select = clients_per_round(config.client_fraction, len(clients))
-    info = RunInfo(
+    transforms, aggregator = defenses.transforms, defenses.aggregator
+    start = RunStart(
         config={**config.to_dict(), **extra_config},
         parameter_shapes=parameter_shapes(fed.model),
         clients=[
             ClientInfo(client_id=c.client_id, corpus=c.corpus, n_train=len(c.train_rows), n_val=len(c.val_rows),
-                       speaker_id=c.speaker_id, gender=c.gender)
+                       attributes={"gender": c.gender, "speaker_id": c.speaker_id})
             for c in clients
         ],
         initial_weights=_snapshot(fed.params),
         data=dict(data_info),
+        metric_names=METRIC_NAMES,
     )
     for hook in hooks:
-        hook.on_run_start(info)
+        hook.on_run_start(start)
 
     history: list[RoundMetrics] = []
     best_round, best_uar, best_weights = 0, -math.inf, _snapshot(fed.params)
@@ -364,7 +332,7 @@ def _run(
         selected = sorted(select_rng.choice(len(clients), size=n_select, replace=False).tolist())
         global_np = _snapshot(fed.params)
         for hook in hooks:
-            hook.on_round_start(server_round, selected, global_np)
+            hook.on_round_start(RoundStart(server_round=server_round, client_ids=selected, global_weights=global_np))
         updates, losses = [], []
         for cid in selected:
             if config.algorithm == "fedsgd":
@@ -380,9 +348,10 @@ def _run(
             updates.append(update)
             losses.append(loss)
         if aggregator is not None:
-            fed.apply_mean(aggregator.server_aggregate())
-            seconds = getattr(aggregator, "last_decrypt_seconds", float("nan"))
-            updates = [replace(u, extras={**u.extras, "decrypt_seconds": seconds}) for u in updates]
+            aggregate = aggregator.server_aggregate()
+            fed.apply_mean(aggregate.mean_delta)
+            if aggregate.decrypt_seconds is not None:
+                updates = [replace(u, decrypt_seconds=aggregate.decrypt_seconds) for u in updates]
         else:
             fed.apply(updates)
         # Hooks hear of the round's updates once the server has them all.
@@ -403,23 +372,24 @@ def _run(
         if val_uar > best_uar:
             best_round, best_uar, best_weights = server_round, val_uar, _snapshot(fed.params)
         for hook in hooks:
-            hook.on_round_end(metrics)
+            hook.on_round_end(RoundEnd(server_round=server_round, n_clients=len(selected),
+                                       metrics=metrics.as_mapping()))
 
-    participation = {key: np.asarray(values) for key, values in log.items()}
-    participation["n_train"] = np.array([len(c.train_rows) for c in clients])
-    participation["batch_size"] = config.batch_size
-    participation["rounds"] = config.rounds
-    participation["n_selected"] = n_select
-    participation["n_clients"] = len(clients)
-    extras: dict[str, Any] = {}
-    for reporter in reporters:
-        extras.update(reporter(participation))
+    participation = Participation(
+        **{key: np.asarray(values, dtype=np.int64) for key, values in log.items()},
+        n_train=np.array([len(c.train_rows) for c in clients]), batch_size=config.batch_size,
+        rounds=config.rounds, n_selected=n_select, n_clients=len(clients),
+    )
+    privacy = tuple(account(participation) for account in defenses.accountants)
+    report: dict[str, Any] = {}
+    for summary in defenses.summaries:
+        report.update(summary(participation))
     result = SimulationResult(
         config=config, history=history, best_round=best_round, best_weights=best_weights,
-        final_weights=_snapshot(fed.params), split=split, extras=extras,
+        final_weights=_snapshot(fed.params), split=split, privacy=privacy, defense_report=report,
     )
     for hook in hooks:
-        hook.on_run_end({**result.summary(), **extras})
+        hook.on_run_end(RunEnd(result={**result.summary(), **report}, privacy=privacy))
     return result
 
 

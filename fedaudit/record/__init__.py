@@ -1,7 +1,12 @@
-"""HDF5 recordings of client updates. Knows nothing about attacks."""
+"""HDF5 recordings of client updates: format, writer, reader and the recorder hook.
 
+Depends only on the ground floor and :mod:`fedaudit.hooks`: any federated loop
+(fedaudit's simulator, a plain PyTorch loop, Flower) feeds it the same way.
+"""
+
+from fedaudit.record._h5 import library_versions
+from fedaudit.record.reader import UpdateStore
 from fedaudit.record.recorder import Recorder
-from fedaudit.record.run import record_run
-from fedaudit.record.store import ClientRow, UpdateStore, UpdateWriter, library_versions
+from fedaudit.record.writer import UpdateWriter
 
-__all__ = ["ClientRow", "Recorder", "UpdateStore", "UpdateWriter", "library_versions", "record_run"]
+__all__ = ["Recorder", "UpdateStore", "UpdateWriter", "library_versions"]

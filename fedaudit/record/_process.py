@@ -11,15 +11,15 @@ file (marked incomplete).
 from __future__ import annotations
 
 import multiprocessing as mp
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from multiprocessing import shared_memory
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from fedaudit.exceptions import RecordingError
-from fedaudit.types import ClientUpdate
+from fedaudit.exceptions import OutputExistsError, RecordingError
+from fedaudit.types import ClientUpdate, PrivacySpent
 
 __all__ = ["ProcessWriter"]
 
@@ -34,7 +34,7 @@ def _layout(arrays: list[tuple[str, np.ndarray]]) -> tuple[list[tuple[str, tuple
 
 def _child(conn: Any, parent_end: Any, path: str, writer_kwargs: dict[str, Any]) -> None:
     parent_end.close()  # or EOF would never come when the parent dies
-    from fedaudit.record.store import UpdateWriter
+    from fedaudit.record.writer import UpdateWriter
 
     try:
         writer = UpdateWriter(Path(path), **writer_kwargs)
@@ -75,7 +75,7 @@ def _child(conn: Any, parent_end: Any, path: str, writer_kwargs: dict[str, Any])
                 if seg is not None:
                     seg.close()
             elif msg[0] == "finish":
-                writer.finish(msg[1])
+                writer.finish(msg[1], [PrivacySpent.from_dict(p) for p in msg[2]])
                 conn.send(("done",))
                 break
     except BaseException as err:  # noqa: BLE001
@@ -134,6 +134,8 @@ class ProcessWriter:
     def _fail(self, msg: tuple[Any, ...]) -> None:
         self.close(kill=True)
         if msg[0] == "error":
+            if msg[1] == OutputExistsError.__name__:
+                raise OutputExistsError(msg[2])
             raise RecordingError(msg[2])
         raise RecordingError(f"Unexpected message from the recording process: {msg[0]!r}.")
 
@@ -173,7 +175,8 @@ class ProcessWriter:
                 arrays.append((f"u{i}:{p}", np.asarray(u.arrays[p], dtype=dtype)))
             metas.append({"server_round": u.server_round, "client_id": u.client_id, "kind": u.kind,
                           "num_samples": u.num_samples, "local_steps": u.local_steps, "lr": u.lr,
-                          "extras": dict(u.extras)})
+                          "bytes_sent": u.bytes_sent, "encrypt_seconds": u.encrypt_seconds,
+                          "decrypt_seconds": u.decrypt_seconds})
         if global_weights is not None:
             for p in shapes:
                 arrays.append((f"g:{p}", np.asarray(global_weights[p], dtype=np.float32)))
@@ -185,8 +188,8 @@ class ProcessWriter:
         self._busy[seg.name] = seg
         self._conn.send(("round", seg.name, layout, metas, dict(metrics)))
 
-    def finish(self, result: Mapping[str, Any]) -> None:
-        self._conn.send(("finish", dict(result)))
+    def finish(self, result: Mapping[str, Any], privacy: Sequence[PrivacySpent] = ()) -> None:
+        self._conn.send(("finish", dict(result), [p.to_dict() for p in privacy]))
         while True:
             msg = self._recv()
             if msg[0] == "done":

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 ENCODING_TYPE = "fedaudit.updates"
-ENCODING_VERSION = "1.0.0"
+ENCODING_VERSION = "1.1.0"
 FORMAT_MAJOR = 1
+
+#: Every version this reader reads (older minors are converted on read).
+READABLE_VERSIONS: tuple[str, ...] = ("1.0.0", "1.1.0")
 
 #: Update kinds, stored as small integers in /updates/index/kind.
 KINDS: tuple[str, ...] = ("gradient", "pseudo_gradient")
@@ -25,8 +28,29 @@ INDEX_COLUMNS: dict[str, str] = {
     "decrypt_seconds": "<f8",
 }
 
-#: Per-round utility columns of /metrics.
-METRIC_COLUMNS: tuple[str, ...] = ("server_round", "val_uar", "val_acc", "test_uar", "test_acc", "train_loss", "n_clients")
+#: Per-round utility columns of /metrics in format 1.0.0 (1.1.0 stores the names the run declares).
+METRIC_COLUMNS_V1_0: tuple[str, ...] = (
+    "server_round", "val_uar", "val_acc", "test_uar", "test_acc", "train_loss", "n_clients",
+)
+
+#: Groups and datasets.
+RUN = "run"
+CLIENTS = "clients"
+GROUND_TRUTH = "ground_truth"
+UPDATES = "updates"
+INDEX = "updates/index"
+GLOBALS = "globals"
+INITIAL_WEIGHTS = "initial_weights"
+METRICS = "metrics"
+PRIVACY = "privacy"
+
+#: Client table columns (public facts only).
+CLIENT_COLUMNS: tuple[str, ...] = ("client_id", "corpus", "n_train", "n_val")
+
+#: Datasets and attributes of one /privacy/<mechanism> group (format 1.1.0).
+PRIVACY_EPSILON = "epsilon"  # float64[n_clients], NaN for a client that never joined
+PRIVACY_ROUNDS_JOINED = "rounds_joined"  # int64[n_clients]
+PRIVACY_ATTRS: tuple[str, ...] = ("level", "delta", "accountant", "noise_multiplier", "epsilon_aggregate")
 
 #: Attribute marking the ground-truth group: attacks may read it only to score.
 EVALUATION_ONLY_ATTR = "evaluation_only"

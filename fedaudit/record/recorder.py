@@ -1,4 +1,4 @@
-"""The recorder: a simulator hook that plays the honest-but-curious server."""
+"""The recorder: a hook that plays the honest-but-curious server and writes what it sees."""
 
 from __future__ import annotations
 
@@ -6,15 +6,15 @@ import os
 from collections.abc import Mapping
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Self
+from typing import Self
 
 import numpy as np
 
 from fedaudit.exceptions import RecordingError
-from fedaudit.fl.hooks import BaseHook, RoundMetrics, RunInfo
+from fedaudit.hooks import BaseHook, RoundEnd, RoundStart, RunEnd, RunStart
 from fedaudit.record._process import ProcessWriter
 from fedaudit.record.format import DTYPES
-from fedaudit.record.store import ClientRow, UpdateStore, UpdateWriter
+from fedaudit.record.writer import UpdateWriter, check_output_path
 from fedaudit.types import ClientUpdate
 
 __all__ = ["Recorder"]
@@ -23,9 +23,11 @@ __all__ = ["Recorder"]
 class Recorder(BaseHook):
     """Hook that appends every update the server receives to an HDF5 recording.
 
-    It sees updates after the defenses ran, as the server would. Each round is
-    written and flushed when it ends, so a killed run leaves every completed
-    round readable.
+    Any federated loop can feed it the events of :mod:`fedaudit.hooks`: the
+    run starts, client updates arrive, each round ends, the run ends. It sees
+    updates after the defenses ran, as the server would. Each round is written
+    and flushed when it ends, so a killed run leaves every completed round
+    readable.
 
     Parameters
     ----------
@@ -39,11 +41,11 @@ class Recorder(BaseHook):
         Replace an existing file.
     background
         Write from a child process, so training and writing use two cores: the
-        simulator only copies each round's arrays into shared memory. The
-        recording is then at most ``depth`` rounds behind the simulation (a
-        round counts as completed once its commit has been flushed); if the
-        simulating process dies, the child still commits every round it was
-        sent. ``False`` writes in the calling thread.
+        loop only copies each round's arrays into shared memory. The recording
+        is then at most ``depth`` rounds behind the loop (a round counts as
+        completed once its commit has been flushed); if the loop's process
+        dies, the child still commits every round it was sent. ``False``
+        writes in the calling thread.
     depth
         Rounds that may wait for the background writer.
 
@@ -57,75 +59,80 @@ class Recorder(BaseHook):
         self, path: str | os.PathLike[str], *, dtype: str = "float32", store_globals: bool = False,
         overwrite: bool = False, background: bool = True, depth: int = 4,
     ) -> None:
-        self.path = Path(path)
+        self.path = check_output_path(Path(path), overwrite=overwrite)
         self.background = background
         self.depth = depth
-        self._proc: ProcessWriter | None = None
-        self._shapes: dict[str, tuple[int, ...]] = {}
-        self._round: list[ClientUpdate] = []
         self.dtype = dtype
         self.store_globals = store_globals
         self.overwrite = overwrite
+        self._proc: ProcessWriter | None = None
         self._writer: UpdateWriter | None = None
+        self._shapes: dict[str, tuple[int, ...]] = {}
+        self._round: list[ClientUpdate] = []
         self._global: Mapping[str, np.ndarray] | None = None
-        if self.path.exists() and not overwrite:
-            raise RecordingError(f"{self.path} already exists; choose another output path or pass --force to overwrite it.")
 
     @property
     def bytes_written(self) -> int:
         source = self._proc if self._proc is not None else self._writer
         return source.bytes_written if source is not None else 0
 
-    def on_run_start(self, info: RunInfo) -> None:
-        config = {**dict(info.config), "data": dict(info.data)}
-        self._shapes = {n: tuple(int(d) for d in s) for n, s in info.parameter_shapes.items()}
+    def on_run_start(self, event: RunStart) -> None:
+        if self._writer is not None or self._proc is not None:
+            raise RecordingError(f"The recorder of {self.path} was told twice that the run started.")
+        config = {**dict(event.config), "data": dict(event.data)}
+        self._shapes = {n: tuple(int(d) for d in s) for n, s in event.parameter_shapes.items()}
         kwargs = dict(
             config=config,
-            parameter_shapes=info.parameter_shapes,
-            clients=[ClientRow(client_id=c.client_id, corpus=c.corpus, n_train=c.n_train, n_val=c.n_val) for c in info.clients],
-            ground_truth={
-                "gender": [c.gender for c in info.clients],
-                "speaker_id": [c.speaker_id for c in info.clients],
-            },
-            initial_weights=info.initial_weights,
+            parameter_shapes=self._shapes,
+            clients=list(event.clients),
+            initial_weights=event.initial_weights,
             store_globals=self.store_globals,
             dtype=self.dtype,
             overwrite=self.overwrite,
+            metric_names=list(event.metric_names),
         )
         if self.background:
             self._proc = ProcessWriter(self.path, kwargs, depth=self.depth)
         else:
-            self._writer = UpdateStore.create(self.path, **kwargs)
+            self._writer = UpdateWriter(self.path, **kwargs)
 
-    def on_round_start(self, server_round: int, client_ids: list[int], global_weights: Mapping[str, np.ndarray]) -> None:
-        self._global = global_weights
+    def on_round_start(self, event: RoundStart) -> None:
+        self._global = event.global_weights
 
     def on_client_update(self, update: ClientUpdate) -> None:
         self._started()
         self._round.append(update)
 
-    def on_round_end(self, metrics: RoundMetrics) -> None:
+    def on_round_end(self, event: RoundEnd) -> None:
         self._started()
         updates, self._round = self._round, []
-        row = {
-            "server_round": metrics.server_round, "val_uar": metrics.val_uar, "val_acc": metrics.val_acc,
-            "test_uar": metrics.test_uar, "test_acc": metrics.test_acc, "train_loss": metrics.train_loss,
-            "n_clients": metrics.n_clients,
-        }
+        metrics = {**dict(event.metrics), "server_round": float(event.server_round), "n_clients": float(event.n_clients)}
         glob = self._global if self.store_globals else None
+        if self.store_globals and glob is None:
+            raise RecordingError(
+                f"The recorder of {self.path} stores global weights, but round {event.server_round} started "
+                "without them (RoundStart.global_weights)."
+            )
+        self._global = None
         if self._proc is not None:
-            self._proc.commit_round(updates, glob, row, self._shapes, DTYPES[self.dtype])
+            self._proc.commit_round(updates, glob, metrics, self._shapes, DTYPES[self.dtype])
         else:
+            assert self._writer is not None
             for update in updates:
                 self._writer.add(update)
-            self._writer.commit_round(global_weights=glob, metrics=row)
+            self._writer.commit_round(global_weights=glob, metrics=metrics)
 
-    def on_run_end(self, result: Mapping[str, Any]) -> None:
+    def on_run_end(self, event: RunEnd) -> None:
         self._started()
+        if self._round:
+            raise RecordingError(
+                f"{len(self._round)} client updates reached the recorder of {self.path} after the last round ended."
+            )
         if self._proc is not None:
-            self._proc.finish(result)
+            self._proc.finish(event.result, event.privacy)
         else:
-            self._writer.finish(result)
+            assert self._writer is not None
+            self._writer.finish(event.result, event.privacy)
 
     def _started(self) -> None:
         if self._writer is None and self._proc is None:

@@ -14,9 +14,11 @@ import numpy as np
 import pytest
 
 from fedaudit.config import FLConfig
-from fedaudit.exceptions import FormatVersionError, IncompleteRecordingWarning, RecordingError
-from fedaudit.fl import BaseHook, simulate
-from fedaudit.record import Recorder, UpdateStore, record_run
+from fedaudit.audit import record_run
+from fedaudit.exceptions import FormatVersionError, IncompleteRecordingWarning, OutputExistsError, RecordingError
+from fedaudit.fl import simulate
+from fedaudit.hooks import BaseHook, ClientInfo
+from fedaudit.record import Recorder, UpdateStore
 from tests.conftest import make_table
 
 REPO = Path(__file__).resolve().parents[2]
@@ -27,8 +29,8 @@ class Collect(BaseHook):
         self.updates = []
         self.globals = []
 
-    def on_round_start(self, server_round, client_ids, global_weights):
-        self.globals.append(global_weights)
+    def on_round_start(self, event):
+        self.globals.append(event.global_weights)
 
     def on_client_update(self, update):
         self.updates.append(update)
@@ -94,7 +96,7 @@ def test_float16_storage_halves_size_and_keeps_values(tmp_path: Path) -> None:
 def test_existing_file_is_never_overwritten_without_force(tmp_path: Path) -> None:
     path = tmp_path / "run.h5"
     path.write_bytes(b"precious")
-    with pytest.raises(RecordingError, match="--force"):
+    with pytest.raises(OutputExistsError, match="already exists"):
         record_run(FLConfig(rounds=1), make_table(), path)
     assert path.read_bytes() == b"precious"
     record_run(FLConfig(rounds=1), make_table(), path, overwrite=True)
@@ -138,13 +140,13 @@ _KILL_SCRIPT = textwrap.dedent(
     """
     import sys, time
     from fedaudit.config import FLConfig
-    from fedaudit.fl import BaseHook
-    from fedaudit.record import record_run
+    from fedaudit.hooks import BaseHook
+    from fedaudit.audit import record_run
     from tests.conftest import make_table
 
     class Slow(BaseHook):
-        def on_round_end(self, metrics):
-            print(metrics.server_round, flush=True)
+        def on_round_end(self, event):
+            print(event.server_round, flush=True)
             time.sleep(0.02)
 
     record_run(FLConfig(rounds=100000, client_fraction=0.5, seed=0), make_table(n_features=300), sys.argv[1],
@@ -196,7 +198,7 @@ def test_incomplete_warning_absent_on_complete_file(tmp_path: Path) -> None:
 def test_recorder_refuses_existing_path_at_construction(tmp_path: Path) -> None:
     path = tmp_path / "x.h5"
     path.touch()
-    with pytest.raises(RecordingError, match="already exists"):
+    with pytest.raises(OutputExistsError, match="already exists"):
         Recorder(path)
 
 
@@ -216,13 +218,12 @@ def test_background_and_inline_writers_record_the_same_run(tmp_path: Path) -> No
 
 def test_errors_in_the_writer_process_reach_the_caller(tmp_path: Path) -> None:
     from fedaudit.record._process import ProcessWriter
-    from fedaudit.record.store import ClientRow
     from fedaudit.types import ClientUpdate
 
     shapes = {"fc1.weight": (2, 3), "fc1.bias": (2,)}
     path = tmp_path / "broken.h5"
     writer = ProcessWriter(path, {"config": {}, "parameter_shapes": shapes,
-                                  "clients": [ClientRow(client_id=0, corpus="c", n_train=1, n_val=0)]})
+                                  "clients": [ClientInfo(client_id=0, corpus="c", n_train=1, n_val=0)]})
     good = ClientUpdate(server_round=0, client_id=0, kind="gradient", num_samples=1, local_steps=1, lr=0.1,
                         arrays={"fc1.weight": np.ones((2, 3), np.float32), "fc1.bias": np.ones(2, np.float32)})
     bad = ClientUpdate(server_round=1, client_id=0, kind="gradient", num_samples=1, local_steps=1, lr=0.1,
@@ -239,11 +240,10 @@ def test_errors_in_the_writer_process_reach_the_caller(tmp_path: Path) -> None:
 
 def test_existing_file_error_comes_from_the_writer_process(tmp_path: Path) -> None:
     from fedaudit.record._process import ProcessWriter
-    from fedaudit.record.store import ClientRow
 
     path = tmp_path / "x.h5"
     path.write_bytes(b"keep")
-    with pytest.raises(RecordingError, match="already exists"):
+    with pytest.raises(OutputExistsError, match="already exists"):
         ProcessWriter(path, {"config": {}, "parameter_shapes": {"a.w": (1,)},
-                             "clients": [ClientRow(client_id=0, corpus="c", n_train=1, n_val=0)]})
+                             "clients": [ClientInfo(client_id=0, corpus="c", n_train=1, n_val=0)]})
     assert path.read_bytes() == b"keep"

@@ -1,4 +1,4 @@
-"""Shadow training: re-run a target's federated setup on corpora the attacker owns.
+"""Pipeline step: shadow training, re-running a target's federated setup on corpora the attacker owns.
 
 The attacker knows the architecture and hyper-parameters of the target run
 (Feng et al., Interspeech 2022, threat model); they are read from the target
@@ -12,16 +12,19 @@ import os
 from collections.abc import Callable, Sequence
 from dataclasses import fields
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from fedaudit.config import FLConfig
 from fedaudit.data.table import FeatureTable
-from fedaudit.exceptions import InvalidParameterError, RecordingError
-from fedaudit.fl.hooks import Hook
-from fedaudit.record.run import record_run
-from fedaudit.record.store import UpdateStore
+from fedaudit.exceptions import InvalidParameterError, OutputExistsError, RecordingError
+from fedaudit.hooks import Hook
+from fedaudit.record.reader import UpdateStore
+from fedaudit.types import DefensePieces
 
-__all__ = ["run_shadow", "shadow_config"]
+if TYPE_CHECKING:
+    from fedaudit.defenses import Defense
+
+__all__ = ["run_shadow", "shadow_config", "shadow_paths", "target_feature_set"]
 
 #: Settings copied from the target: what the attacker is assumed to know.
 _KNOWN = ("algorithm", "rounds", "client_fraction", "batch_size", "lr", "local_epochs", "optimizer", "model",
@@ -43,6 +46,21 @@ def shadow_config(target: UpdateStore | dict[str, Any], *, run: int, seed: int) 
     return FLConfig(**{k: v for k, v in kwargs.items() if k in known})
 
 
+def target_feature_set(target: str | os.PathLike[str]) -> tuple[str, int | None]:
+    """The feature set a target recording was trained on, and its planned rounds."""
+    with UpdateStore.open(target, warn_incomplete=False) as store:
+        feature_set = str(store.config.get("data", {}).get("feature_set", "emobase"))
+        rounds = store.config.get("rounds")
+    return feature_set, None if rounds is None else int(rounds)
+
+
+def shadow_paths(target: str | os.PathLike[str], out_dir: str | os.PathLike[str], *, runs: int,
+                 name: str | None = None) -> list[Path]:
+    """Where :func:`run_shadow` writes run ``k``: ``<out_dir>/<name>_run<k>.h5``."""
+    prefix = name or f"shadow_{Path(target).stem}"
+    return [Path(out_dir) / f"{prefix}_run{k}.h5" for k in range(runs)]
+
+
 def run_shadow(
     target: str | os.PathLike[str],
     table: FeatureTable,
@@ -54,6 +72,7 @@ def run_shadow(
     name: str | None = None,
     overwrite: bool = False,
     hooks: Callable[[int], Sequence[Hook]] | None = None,
+    defenses: Callable[[FLConfig], Sequence[Defense] | DefensePieces] | None = None,
 ) -> list[Path]:
     """Record ``runs`` shadow runs mirroring the target's configuration.
 
@@ -83,7 +102,12 @@ def run_shadow(
         Replace existing shadow recordings.
     hooks
         ``hooks(k)`` gives extra hooks for run ``k`` (progress display).
+    defenses
+        ``defenses(config)`` gives the defenses of a shadow run of ``config``
+        (a defense-aware attacker mirrors the target's defenses); none by default.
     """
+    from fedaudit.audit.record import record_run
+
     if runs < 1:
         raise InvalidParameterError(f"runs must be >= 1. Got {runs!r}.")
     target = Path(target)
@@ -102,14 +126,14 @@ def run_shadow(
         )
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    prefix = name or f"shadow_{target.stem}"
-    paths = [out_dir / f"{prefix}_run{k}.h5" for k in range(runs)]
+    paths = shadow_paths(target, out_dir, runs=runs, name=name)
     existing = [p for p in paths if p.exists()]
     if existing and not overwrite:
-        raise RecordingError(f"{existing[0]} already exists; choose another --out-dir or pass --force to overwrite.")
+        raise OutputExistsError(f"{existing[0]} already exists.")
     for k, path in enumerate(paths):
         cfg = shadow_config(config, run=k, seed=seed)
         record_run(cfg, table, path, overwrite=overwrite, hooks=list(hooks(k)) if hooks else [],
+                   defenses=defenses(cfg) if defenses else (),
                    data_info={"role": "shadow", "target": str(target)}, initial_weights=init,
                    extra_config={"shadow_of": target.name, "shadow_run": k, "init_from_target": init_from_target})
     return paths
