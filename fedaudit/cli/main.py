@@ -5,9 +5,10 @@ from __future__ import annotations
 import typer
 
 from fedaudit._version import __version__
-from fedaudit.cli.attack import attack, leakage, shadow
+from fedaudit.cli.attack import attack, leakage
 from fedaudit.cli.inspect_cmd import inspect
 from fedaudit.cli.record import record
+from fedaudit.cli.shadow import shadow
 
 app = typer.Typer(
     no_args_is_help=True,
