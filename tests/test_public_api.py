@@ -24,15 +24,3 @@ def test_all_names_exist_and_are_sorted(name: str) -> None:
     assert not missing, f"{name}.__all__ lists missing names {missing}"
     assert list(names) == sorted(names), f"{name}.__all__ is not sorted"
     assert len(set(names)) == len(names)
-
-
-def test_layers_do_not_import_attacks() -> None:
-    """fl/ and record/ know nothing about attacks (checked on their source)."""
-    import pathlib
-
-    root = pathlib.Path(fedaudit.__file__).parent
-    for package in ("fl", "record"):
-        for path in (root / package).glob("*.py"):
-            text = path.read_text()
-            assert "fedaudit.attacks" not in text, f"{path} imports fedaudit.attacks"
-            assert "fedaudit.defenses" not in text, f"{path} imports fedaudit.defenses"
