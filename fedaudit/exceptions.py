@@ -8,6 +8,8 @@ from __future__ import annotations
 
 __all__ = [
     "CorpusError",
+    "DamagedRecordingError",
+    "DamagedRowsWarning",
     "FeatureError",
     "FedAuditError",
     "FedAuditWarning",
@@ -65,6 +67,12 @@ class FormatVersionError(RecordingError, ValueError):
     exit_code = 3
 
 
+class DamagedRecordingError(RecordingError):
+    """Part of a recording fails its checksum: the file was damaged after it was written."""
+
+    exit_code = 4
+
+
 class FedAuditWarning(UserWarning):
     """Base class of fedaudit's warnings."""
 
@@ -75,3 +83,7 @@ class SkippedAudioWarning(FedAuditWarning):
 
 class IncompleteRecordingWarning(FedAuditWarning):
     """A recording was not closed cleanly; only its completed rounds are served."""
+
+
+class DamagedRowsWarning(FedAuditWarning):
+    """Update rows of a recording failed their checksums and are left out of what the store serves."""

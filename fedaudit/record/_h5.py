@@ -9,6 +9,7 @@ from typing import Any
 
 import h5py
 import numpy as np
+import xxhash
 
 from fedaudit._version import __version__
 from fedaudit.exceptions import InvalidParameterError
@@ -49,11 +50,46 @@ def write_json(group: h5py.Group, name: str, obj: Any, *, resizable: bool = Fals
     else:
         ds = group.create_dataset(name, data=raw)
     ds.attrs["encoding-type"] = "json"
+    ds.attrs[CHECKSUM_ATTR] = np.uint64(digest(raw))
 
 
 def read_json(ds: h5py.Dataset) -> Any:
     raw = ds[()]
     return json.loads(bytes(raw).decode()) if len(raw) else None
+
+
+# -- integrity ------------------------------------------------------------------
+CHECKSUM_ATTR = "checksum"  # the same name as format.CHECKSUM_ATTR (format imports nothing)
+
+
+def digest(buf: Any) -> int:
+    """64-bit xxh3 of a contiguous buffer (about 30-45 GB/s: cheap next to any write or read)."""
+    return xxhash.xxh3_64_intdigest(buf)
+
+
+def canonical_bytes(values: np.ndarray) -> bytes | memoryview:
+    """The bytes a table checksum covers: little-endian values, or the UTF-8 JSON list of strings."""
+    values = np.asarray(values)
+    if values.dtype.kind in "OUS":
+        items = [v.decode() if isinstance(v, bytes) else str(v) for v in values.reshape(-1).tolist()]
+        return json.dumps(items).encode()
+    return memoryview(np.ascontiguousarray(values, dtype=values.dtype.newbyteorder("<"))).cast("B")
+
+
+def array_digest(values: np.ndarray) -> int:
+    return digest(canonical_bytes(values))
+
+
+def attrs_digest(attrs: Any) -> int:
+    """Checksum of a group's attributes (every one but the checksum itself), as sorted JSON."""
+    items = {k: json_default(v) if isinstance(v, np.generic | np.ndarray) else v
+             for k, v in attrs.items() if k != CHECKSUM_ATTR}
+    return digest(json.dumps(items, sort_keys=True, default=json_default).encode())
+
+
+def seal(ds: h5py.Dataset, values: np.ndarray | None = None) -> None:
+    """Store the checksum of a dataset written once, from the values just written."""
+    ds.attrs[CHECKSUM_ATTR] = np.uint64(array_digest(ds[()] if values is None else values))
 
 
 def json_default(obj: Any) -> Any:

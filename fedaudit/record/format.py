@@ -57,3 +57,19 @@ EVALUATION_ONLY_ATTR = "evaluation_only"
 
 STATUS_RUNNING = 0
 STATUS_COMPLETE = 1
+
+#: Integrity (format 1.1.0): every checksum is the 64-bit xxh3 of the bytes named in docs/format.md.
+CHECKSUM_ALGORITHM = "xxh3_64"
+#: Attribute holding the checksum of a dataset written once (JSON, tables, initial weights).
+CHECKSUM_ATTR = "checksum"
+#: uint64[n_updates, n_parameters]: checksum of each update chunk, parameters in architecture order.
+INDEX_CHECKSUM = "updates/index/checksum"
+#: Per-round table: one past the last update row of each round, and the checksum of the round's
+#: index rows, row end, metrics row and global-weight checksums.
+ROUNDS = "rounds"
+ROUND_END = "rounds/end"
+ROUND_CHECKSUM = "rounds/checksum"
+#: uint64[n_rounds, n_parameters]: checksum of each stored global-weight chunk.
+ROUND_GLOBALS_CHECKSUM = "rounds/globals_checksum"
+#: The first version that carries checksums.
+CHECKSUM_SINCE = (1, 1, 0)

@@ -2,12 +2,16 @@
 
 Files are written in HDF5 single-writer/multiple-reader (SWMR) mode: the
 on-disk file stays consistent while it grows, so a run killed at any moment
-leaves a file that opens and holds every completed round.
+leaves a file that opens and holds every completed round. Every chunk, table
+and round carries a checksum written with it, so a reader can tell damage from
+data. A writer holds an exclusive lock on its output for its whole life, so two
+runs can never write (or replace) the same file at once.
 """
 
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
@@ -15,11 +19,23 @@ from typing import Any, Self
 
 import h5py
 import numpy as np
+import xxhash
 
 from fedaudit.exceptions import InvalidParameterError, OutputExistsError, RecordingError
 from fedaudit.hooks import ClientInfo
 from fedaudit.record import format as fmt
-from fedaudit.record._h5 import STR, json_bytes, library_versions, split_param, write_json
+from fedaudit.record._h5 import (
+    CHECKSUM_ATTR,
+    STR,
+    attrs_digest,
+    canonical_bytes,
+    digest,
+    json_bytes,
+    library_versions,
+    seal,
+    split_param,
+    write_json,
+)
 from fedaudit.types import ClientUpdate, PrivacySpent
 
 __all__ = ["UpdateWriter", "check_output_path"]
@@ -32,6 +48,57 @@ def _ensure_rows(ds: h5py.Dataset, n: int, *, block: int = 1) -> None:
     """Grow ``ds`` along axis 0 to hold at least ``n`` rows (chunks are allocated only when written)."""
     if ds.shape[0] < n:
         ds.resize(((n + block - 1) // block) * block, axis=0)
+
+
+class OutputLock:
+    """Exclusive lock on an output path (``.<name>.lock`` beside it), held while a run writes it.
+
+    ``flock`` locks vanish with their process, so a killed run never leaves a
+    stale lock; the lock file is removed on release.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.file = path.with_name(f".{path.name}.lock")
+        self._fd: int | None = None
+
+    def acquire(self) -> None:
+        try:
+            import fcntl
+        except ImportError:  # not POSIX: no lock
+            return
+        for _ in range(5):
+            try:
+                fd = os.open(self.file, os.O_RDWR | os.O_CREAT, 0o644)
+            except OSError as err:
+                raise RecordingError(f"Cannot create the lock file {self.file} ({err.strerror}).") from None
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                os.close(fd)
+                raise RecordingError(
+                    f"Another run is writing {self.path} right now; wait for it to end or choose another output."
+                ) from None
+            try:  # the previous holder may have removed the file between our open and our lock
+                same = os.stat(self.file).st_ino == os.fstat(fd).st_ino
+            except FileNotFoundError:
+                same = False
+            if same:
+                self._fd = fd
+                os.ftruncate(fd, 0)
+                os.write(fd, f"{os.getpid()}\n".encode())
+                return
+            os.close(fd)
+        raise RecordingError(f"Could not lock {self.path}: its lock file {self.file} keeps changing.")
+
+    def release(self) -> None:
+        if self._fd is not None:
+            try:
+                os.unlink(self.file)
+            except FileNotFoundError:
+                pass
+            os.close(self._fd)
+            self._fd = None
 
 
 def check_output_path(path: str | Path, *, overwrite: bool) -> Path:
@@ -96,8 +163,15 @@ class UpdateWriter:
         if not parameter_shapes:
             raise InvalidParameterError("A recording needs at least one parameter shape; got none.")
         path = check_output_path(path, overwrite=overwrite)
-        if path.exists():
-            path.unlink()
+        self._lock = OutputLock(path)
+        self._lock.acquire()
+        try:
+            path = check_output_path(path, overwrite=overwrite)  # again, now that no other run can write it
+            if path.exists():
+                path.unlink()
+        except BaseException:
+            self._lock.release()
+            raise
         self.path = path
         self.shapes = {n: tuple(int(d) for d in s) for n, s in parameter_shapes.items()}
         for name in self.shapes:
@@ -110,7 +184,11 @@ class UpdateWriter:
         self._n_rows = 0
         self._n_rounds = 0
         self._closed = False
-        f = h5py.File(path, "w", libver="latest")
+        try:
+            f = h5py.File(path, "w", libver="latest")
+        except BaseException:
+            self._lock.release()
+            raise
         self._f = f
         try:
             self._create_layout(config, clients, initial_weights, dtype)
@@ -121,13 +199,18 @@ class UpdateWriter:
                 if store_globals else {}
             )
             self._idx = {col: f[fmt.INDEX][col] for col in fmt.INDEX_COLUMNS}
+            self._idx_sum = f[fmt.INDEX_CHECKSUM]
             self._met = {col: f[fmt.METRICS][col] for col in self.metric_names}
+            self._round_end = f[fmt.ROUND_END]
+            self._round_sum = f[fmt.ROUND_CHECKSUM]
+            self._glob_sum = f[fmt.ROUND_GLOBALS_CHECKSUM] if store_globals else None
             self._counters = (f["run/updates_committed"], f["run/rounds_completed"])
             f.swmr_mode = True
             f.flush()
         except BaseException:
             f.close()
             path.unlink(missing_ok=True)
+            self._lock.release()
             raise
 
     # -- layout ------------------------------------------------------------
@@ -157,6 +240,8 @@ class UpdateWriter:
         cl.create_dataset("corpus", data=np.array([c.corpus for c in clients], dtype=object), dtype=STR)
         cl.create_dataset("n_train", data=np.array([c.n_train for c in clients], dtype=np.int64))
         cl.create_dataset("n_val", data=np.array([c.n_val for c in clients], dtype=np.int64))
+        for ds in cl.values():
+            seal(ds)
 
         gt = f.create_group(fmt.GROUND_TRUTH)
         gt.attrs[fmt.EVALUATION_ONLY_ATTR] = True
@@ -164,11 +249,21 @@ class UpdateWriter:
         keys = list(dict.fromkeys(k for c in clients for k in c.attributes))
         for key in keys:
             values = [str(c.attributes.get(key, "")) for c in clients]
-            gt.create_dataset(key, data=np.array(values, dtype=object), dtype=STR)
+            seal(gt.create_dataset(key, data=np.array(values, dtype=object), dtype=STR))
 
         idx = f.create_group(fmt.INDEX)
         for col, dt in fmt.INDEX_COLUMNS.items():
             idx.create_dataset(col, shape=(0,), maxshape=(None,), dtype=dt, chunks=(4096,))
+        n_params = len(self.shapes)
+        checksum = idx.create_dataset("checksum", shape=(0, n_params), maxshape=(None, n_params), dtype="<u8",
+                                      chunks=(1024, n_params))
+        checksum.attrs["algorithm"] = fmt.CHECKSUM_ALGORITHM
+        rounds = f.create_group(fmt.ROUNDS)
+        rounds.create_dataset("end", shape=(0,), maxshape=(None,), dtype="<i8", chunks=(1024,))
+        rounds.create_dataset("checksum", shape=(0,), maxshape=(None,), dtype="<u8", chunks=(1024,))
+        if self.store_globals:
+            rounds.create_dataset("globals_checksum", shape=(0, n_params), maxshape=(None, n_params), dtype="<u8",
+                                  chunks=(1024, n_params))
         upd = f[fmt.UPDATES]
         for name, shape in self.shapes.items():
             layer, param = split_param(name)
@@ -190,7 +285,7 @@ class UpdateWriter:
             for name in self.shapes:
                 layer, param = split_param(name)
                 arr = np.asarray(initial_weights[name], dtype=np.float32)
-                init.require_group(layer).create_dataset(param, data=arr)
+                seal(init.require_group(layer).create_dataset(param, data=arr))
 
     # -- appending ---------------------------------------------------------
     def add(self, update: ClientUpdate) -> None:
@@ -215,12 +310,15 @@ class UpdateWriter:
         arrays = {name: [self._as_chunk(u, name) for u in pending] for name in self.shapes}
         n_new = len(pending)
         start, stop = self._n_rows, self._n_rows + n_new
+        sums = np.zeros((n_new, len(self.shapes)), dtype="<u8")
+        index_rows = {col: np.zeros(0, dtype=dt) for col, dt in fmt.INDEX_COLUMNS.items()}
         if n_new:
-            for name, ds in self._upd.items():
+            for j, (name, ds) in enumerate(self._upd.items()):
                 _ensure_rows(ds, stop)
                 zeros = (0,) * len(self.shapes[name])
                 for i, arr in enumerate(arrays[name]):
                     ds.id.write_direct_chunk((start + i, *zeros), arr)
+                    sums[i, j] = digest(arr)
                     self.bytes_written += arr.nbytes
             nan = math.nan
             cols = {
@@ -237,18 +335,33 @@ class UpdateWriter:
             for col, values in cols.items():
                 ds = self._idx[col]
                 _ensure_rows(ds, stop, block=_BLOCK)
-                ds[start:stop] = np.asarray(values, dtype=ds.dtype)
+                index_rows[col] = np.asarray(values, dtype=ds.dtype)
+                ds[start:stop] = index_rows[col]
+            _ensure_rows(self._idx_sum, stop, block=_BLOCK)
+            self._idx_sum[start:stop] = sums
+        glob_sums = np.zeros(len(self.shapes), dtype="<u8")
         if self.store_globals and global_weights is not None:
-            for name, ds in self._glob.items():
+            for j, (name, ds) in enumerate(self._glob.items()):
                 arr = np.ascontiguousarray(global_weights[name], dtype=ds.dtype)
                 _ensure_rows(ds, self._n_rounds + 1)
                 ds.id.write_direct_chunk((self._n_rounds, *(0,) * arr.ndim), arr)
+                glob_sums[j] = digest(arr)
                 self.bytes_written += arr.nbytes
         row = {"server_round": float(pending[0].server_round) if pending else float(self._n_rounds),
                **dict(metrics or {})}  # the loop's own round number wins when it gives one
+        met_row = {}
         for col, ds in self._met.items():
             _ensure_rows(ds, self._n_rounds + 1, block=_BLOCK)
-            ds[self._n_rounds] = float(row.get(col, np.nan))
+            met_row[col] = float(row.get(col, np.nan))
+            ds[self._n_rounds] = met_row[col]
+        r = self._n_rounds
+        for ds in (self._round_end, self._round_sum, *([self._glob_sum] if self._glob_sum is not None else [])):
+            _ensure_rows(ds, r + 1, block=_BLOCK)
+        self._round_end[r] = stop
+        if self._glob_sum is not None:
+            self._glob_sum[r] = glob_sums
+        self._round_sum[r] = round_checksum(index_rows, sums, stop, met_row,
+                                            glob_sums if self._glob_sum is not None else None)
         # Data first, then the counters that make it visible to readers.
         self._f.flush()
         self._n_rows = stop
@@ -275,21 +388,27 @@ class UpdateWriter:
         """
         if self._pending:
             raise RecordingError(f"{len(self._pending)} updates were queued but their round was never committed.")
-        if result is not None:
-            raw = json_bytes(dict(result))
-            ds = self._f["run/result"]
-            ds.resize(len(raw), axis=0)
-            ds[:] = raw
-        for ds in [*self._upd.values(), *self._idx.values()]:
+        for ds in [*self._upd.values(), *self._idx.values(), self._idx_sum]:
             ds.resize(self._n_rows, axis=0)
-        for ds in [*self._glob.values(), *self._met.values()]:
+        for ds in [*self._glob.values(), *self._met.values(), self._round_end, self._round_sum,
+                   *([self._glob_sum] if self._glob_sum is not None else [])]:
             ds.resize(self._n_rounds, axis=0)
         self._f.flush()
-        self.close()
-        with h5py.File(self.path, "a", libver="latest") as f:
-            if privacy:
-                self._write_privacy(f, privacy)
-            f["run/status"][()] = fmt.STATUS_COMPLETE
+        self._f.close()
+        try:
+            with h5py.File(self.path, "a", libver="latest") as f:
+                if result is not None:
+                    raw = json_bytes(dict(result))
+                    ds = f["run/result"]
+                    ds.resize(len(raw), axis=0)
+                    ds[:] = raw
+                    ds.attrs[CHECKSUM_ATTR] = np.uint64(digest(raw))
+                if privacy:
+                    self._write_privacy(f, privacy)
+                f.flush()
+                f["run/status"][()] = fmt.STATUS_COMPLETE
+        finally:
+            self.close()
 
     def _write_privacy(self, f: h5py.File, privacy: Sequence[PrivacySpent]) -> None:
         group = f.create_group(fmt.PRIVACY)
@@ -302,8 +421,8 @@ class UpdateWriter:
                 eps[position[int(cid)]] = float(value)
             for cid, count in spent.rounds_joined.items():
                 joined[position[int(cid)]] = int(count)
-            g.create_dataset(fmt.PRIVACY_EPSILON, data=eps)
-            g.create_dataset(fmt.PRIVACY_ROUNDS_JOINED, data=joined)
+            seal(g.create_dataset(fmt.PRIVACY_EPSILON, data=eps))
+            seal(g.create_dataset(fmt.PRIVACY_ROUNDS_JOINED, data=joined))
             g.attrs["level"] = spent.level
             g.attrs["delta"] = float(spent.delta)
             g.attrs["accountant"] = spent.accountant
@@ -311,14 +430,40 @@ class UpdateWriter:
             g.attrs["epsilon_aggregate"] = (
                 math.nan if spent.epsilon_aggregate is None else float(spent.epsilon_aggregate)
             )
+            g.attrs[CHECKSUM_ATTR] = np.uint64(attrs_digest(g.attrs))
 
     def close(self) -> None:
         if not self._closed:
             self._closed = True
-            self._f.close()
+            try:
+                self._f.close()
+            finally:
+                self._lock.release()
 
     def __enter__(self) -> Self:
         return self
 
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
         self.close()
+
+
+def round_checksum(
+    index_rows: Mapping[str, np.ndarray], chunk_sums: np.ndarray, end: int, metrics: Mapping[str, float],
+    globals_sums: np.ndarray | None,
+) -> int:
+    """Checksum of one round's entries in the small tables (the reader recomputes it the same way).
+
+    Covers, in this order: the round's rows of every index column (in the order
+    of :data:`~fedaudit.record.format.INDEX_COLUMNS`), their chunk checksums,
+    the round's row end, its metrics row (columns sorted by name, float64) and
+    the checksums of its global weights when stored.
+    """
+    h = xxhash.xxh3_64()
+    for col, dt in fmt.INDEX_COLUMNS.items():
+        h.update(canonical_bytes(np.asarray(index_rows[col], dtype=dt)))
+    h.update(canonical_bytes(np.asarray(chunk_sums, dtype="<u8")))
+    h.update(canonical_bytes(np.asarray([end], dtype="<i8")))
+    h.update(canonical_bytes(np.asarray([metrics[k] for k in sorted(metrics)], dtype="<f8")))
+    if globals_sums is not None:
+        h.update(canonical_bytes(np.asarray(globals_sums, dtype="<u8")))
+    return h.intdigest()
