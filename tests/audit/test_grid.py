@@ -1,0 +1,127 @@
+"""The audit grid: plan, run, resume without recomputing, recompute only what a change touches,
+and the same results from the local pool and from Ray."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from fedaudit.audit.grid import AuditConfig, Setting, load_audit_config, plan_audit, run_audit
+from fedaudit.exceptions import InvalidParameterError, OutputExistsError
+
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
+
+
+def tiny(noise: float = 1.0) -> AuditConfig:
+    return AuditConfig(
+        rounds=3, shadow_runs=1, n_updates=(1, "all"), repeats=3,
+        settings=(Setting(id="fedsgd"),
+                  Setting(id="udp", defenses=("udp",), options={"noise_multiplier": noise, "clip": 1.0})),
+    )
+
+
+class Events:
+    def __init__(self) -> None:
+        self.done: list[tuple[str, bool]] = []
+
+    def __call__(self, event: str, data) -> None:
+        if event == "done":
+            self.done.append((data["label"], data["cached"]))
+
+    @property
+    def computed(self) -> list[str]:
+        return sorted(label for label, cached in self.done if not cached)
+
+
+def test_plan_shares_shadow_runs_and_labels_attackers() -> None:
+    plan = plan_audit(tiny())
+    # 2 targets; defense-aware udp shadow; the undefended udp attacker reuses the fedsgd shadow run.
+    assert len(plan.recordings) == 3
+    assert sorted(t.spec["attacker"] for t in plan.attacks) == [
+        "defense-aware", "defense-aware", "public data", "public data", "undefended"]
+    fedsgd_stats = next(t for t in plan.attacks if t.label == "fedsgd: stats attack (defense-aware)")
+    udp_plain = next(t for t in plan.attacks if t.label == "udp: stats attack (undefended)")
+    assert fedsgd_stats.spec["shadows"] == udp_plain.spec["shadows"]
+
+
+@pytest.fixture(scope="module")
+def first_run(tmp_path_factory: pytest.TempPathFactory):
+    out = tmp_path_factory.mktemp("audit")
+    events = Events()
+    results = run_audit(tiny(), out, jobs=2, progress=events)
+    return out, results, events
+
+
+def test_results_hold_every_setting_with_utility_leakage_privacy_cost(first_run) -> None:
+    out, results, events = first_run
+    assert len(events.computed) == 8
+    on_disk = json.loads((out / "results.json").read_text())
+    assert on_disk["config_hash"] == results["config_hash"] and on_disk["schema"] == "fedaudit.audit_results"
+    cells = {c["id"]: c for c in on_disk["cells"]}
+    assert set(cells) == {"fedsgd", "udp"}
+    assert cells["udp"]["privacy"][0]["mechanism"] == "udp"
+    assert cells["fedsgd"]["privacy"] == []
+    for cell in cells.values():
+        assert 0.0 <= cell["utility"]["test_uar"] <= 1.0
+        assert cell["cost"]["bytes_per_round"] == cell["cost"]["plain_bytes_per_round"] > 0
+        stats = next(a for a in cell["attacks"] if a["attack"] == "stats")
+        assert set(stats["layers"]) == {"fc1", "fc2", "fc3", "fused"}
+        assert set(stats["n_updates"]) == {"1", "all"}
+        r = stats["layers"]["fc1"]
+        assert 0.0 <= r["ci_low"] <= r["asr"] <= r["ci_high"] <= 1.0 and r["chance"] >= 0.5
+    undefended = next(a for a in cells["udp"]["attacks"] if a["attacker"] == "undefended")
+    assert any("without the target's defense" in w for w in undefended["warnings"])
+
+
+def test_a_second_run_recomputes_nothing(first_run) -> None:
+    out, results, _ = first_run
+    before = {p: p.stat().st_mtime_ns for p in (out / "cache").rglob("*")}
+    events = Events()
+    again = run_audit(tiny(), out, jobs=2, progress=events)
+    assert events.computed == [] and len(events.done) == 8
+    assert {p: p.stat().st_mtime_ns for p in (out / "cache").rglob("*")} == before
+    assert again["cells"] == results["cells"]
+
+
+def test_changing_one_setting_recomputes_only_what_depends_on_it(first_run, tmp_path: Path) -> None:
+    out, _, _ = first_run
+    events = Events()
+    run_audit(tiny(noise=2.0), out, jobs=2, progress=events, force=True)
+    assert events.computed == sorted([
+        "udp: target run", "udp: shadow run 1/1", "udp: stats attack (defense-aware)",
+        "udp: stats attack (undefended)", "udp: inversion attack",
+    ])
+
+
+def test_results_of_another_configuration_are_not_replaced_without_force(first_run) -> None:
+    out, _, _ = first_run
+    with pytest.raises(OutputExistsError, match="another audit configuration"):
+        run_audit(AuditConfig(rounds=2, shadow_runs=1, settings=(Setting(id="x"),)), out)
+
+
+def test_ray_executor_gives_the_same_results_bit_for_bit(first_run, tmp_path: Path) -> None:
+    pytest.importorskip("ray")
+    out, results, _ = first_run
+    ray_results = run_audit(tiny(), tmp_path / "ray", executor="ray", jobs=2)
+    local = {c["id"]: (c["utility"], c["attacks"]) for c in results["cells"]}
+    remote = {c["id"]: (c["utility"], c["attacks"]) for c in ray_results["cells"]}
+    assert remote == local
+
+
+def test_example_grids_load_and_bad_keys_are_one_sentence(tmp_path: Path) -> None:
+    quick = load_audit_config(EXAMPLES / "audit-quick.toml")
+    demo = load_audit_config(EXAMPLES / "audit-demo.toml")
+    assert quick.rounds == 40 and len(quick.settings) == 3
+    assert demo == AuditConfig()  # the file states the defaults
+    bad = tmp_path / "bad.toml"
+    bad.write_text('roundz = 3\n')
+    with pytest.raises(InvalidParameterError, match=r"Unknown audit keys \['roundz'\]"):
+        load_audit_config(bad)
+    bad.write_text('[[settings]]\nid = "a"\n[[settings]]\nid = "a"\n')
+    with pytest.raises(InvalidParameterError, match="unique"):
+        load_audit_config(bad)
+    bad.write_text("rounds = [")
+    with pytest.raises(InvalidParameterError, match="not valid TOML"):
+        load_audit_config(bad)
