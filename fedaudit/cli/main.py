@@ -8,6 +8,7 @@ from fedaudit._version import __version__
 from fedaudit.cli.attack import attack, leakage
 from fedaudit.cli.inspect_cmd import inspect
 from fedaudit.cli.record import record
+from fedaudit.cli.verify import verify
 from fedaudit.cli.shadow import shadow
 
 app = typer.Typer(
@@ -36,6 +37,7 @@ app.command()(inspect)
 app.command()(shadow)
 app.command()(attack)
 app.command()(leakage)
+app.command()(verify)
 
 
 def _register_corpus() -> None:
