@@ -8,8 +8,8 @@ from fedaudit._version import __version__
 from fedaudit.cli.attack import attack, leakage
 from fedaudit.cli.inspect_cmd import inspect
 from fedaudit.cli.record import record
-from fedaudit.cli.verify import verify
 from fedaudit.cli.shadow import shadow
+from fedaudit.cli.verify import verify
 
 app = typer.Typer(
     no_args_is_help=True,
