@@ -73,6 +73,7 @@ __all__ = [
     "PackingOverflowError",
     "PaillierAggregator",
     "RECOMMENDED_KEY_BITS",
+    "check_key_bits",
     "ciphertext_nbytes",
     "generate_keypair",
 ]
@@ -105,6 +106,36 @@ def _require_he() -> None:
 
 def _is_int(value: object) -> bool:
     return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
+def check_key_bits(
+    bits: object, *, insecure_ok: bool, name: str = "bits", caller: str = "generate_keypair",
+    flag: str = "insecure_ok",
+) -> int:
+    """Check a Paillier key size: an even integer >= 64, and >= 1024 unless ``insecure_ok``.
+
+    ``name``, ``caller`` and ``flag`` say how the error names the size, its owner and the
+    setting that allows small keys.
+
+    Raises
+    ------
+    InvalidParameterError
+        If the size is not an even integer >= 64, or is below 1024 without ``insecure_ok``.
+    """
+    if not _is_int(bits) or bits < 64 or bits % 2:  # type: ignore[operator]
+        raise InvalidParameterError(
+            f"The {name!r} parameter of {caller} must be an even integer >= 64. Got {bits!r} instead; "
+            f"use {name}={RECOMMENDED_KEY_BITS}."
+        )
+    bits = int(bits)  # type: ignore[call-overload]
+    if bits < MIN_KEY_BITS and not insecure_ok:
+        raise InvalidParameterError(
+            f"A {bits}-bit Paillier key is refused: moduli below {MIN_KEY_BITS} bits can be factored, and the "
+            f"128-bit keys of the SEFL publication factor in seconds. Use {name}={RECOMMENDED_KEY_BITS} or more "
+            f"(NIST SP 800-57); pass {flag}=True (--insecure-key on the command line) only to reproduce "
+            "the publication."
+        )
+    return bits
 
 
 def generate_keypair(
@@ -149,19 +180,7 @@ def generate_keypair(
     256
     """
     _require_he()
-    if not _is_int(bits) or bits < 64 or bits % 2:
-        raise InvalidParameterError(
-            f"The 'bits' parameter of generate_keypair must be an even integer >= 64. Got {bits!r} instead; "
-            f"use bits={RECOMMENDED_KEY_BITS}."
-        )
-    bits = int(bits)
-    if bits < MIN_KEY_BITS and not insecure_ok:
-        raise InvalidParameterError(
-            f"A {bits}-bit Paillier key is refused: moduli below {MIN_KEY_BITS} bits can be factored, and the "
-            f"128-bit keys of the SEFL publication factor in seconds. Use bits={RECOMMENDED_KEY_BITS} or more "
-            "(NIST SP 800-57); pass insecure_ok=True (--insecure-key on the command line) only to reproduce "
-            "the publication."
-        )
+    bits = check_key_bits(bits, insecure_ok=insecure_ok)
     if bits < RECOMMENDED_KEY_BITS:
         warnings.warn(
             f"A {bits}-bit Paillier key is below the {RECOMMENDED_KEY_BITS} bits NIST SP 800-57 requires, so the "

@@ -17,13 +17,17 @@ import numbers
 from collections.abc import Mapping
 from dataclasses import dataclass
 from fractions import Fraction
+from types import MappingProxyType
+from typing import ClassVar
 
 import numpy as np
 
+from fedaudit.defenses._validation import param_float
+from fedaudit.defenses.registry import Defense, DefenseContext, register_defense
 from fedaudit.exceptions import InvalidParameterError
-from fedaudit.types import ClientUpdate
+from fedaudit.types import ClientUpdate, DefensePieces
 
-__all__ = ["MagnitudePrune", "magnitude_prune_mask", "n_pruned", "prune_by_magnitude"]
+__all__ = ["MagnitudePrune", "PruneDefense", "magnitude_prune_mask", "n_pruned", "prune_by_magnitude"]
 
 
 def _check_percent(percent: object, caller: str) -> float:
@@ -201,3 +205,38 @@ class MagnitudePrune:
         transform protocol.
         """
         return update.with_arrays(prune_by_magnitude(update.arrays, self.percent))
+
+
+@register_defense
+@dataclass(frozen=True, kw_only=True)
+class PruneDefense(Defense):
+    """The ``"prune"`` defense: magnitude pruning of each layer on the client, without encryption.
+
+    Implementation based on Algorithm 2 of Mohammadi et al. (2023); see
+    :class:`MagnitudePrune`. Not a privacy defense against whoever sees the
+    update: the entries it keeps are the largest, most informative ones.
+
+    Parameters
+    ----------
+    percent
+        Percentage of the smallest |values| of each parameter array zeroed, in [0, 100)
+        (option ``prune_percent``).
+
+    Examples
+    --------
+    >>> PruneDefense(percent=80.0).percent
+    80.0
+    """
+
+    name: ClassVar[str] = "prune"
+    description: ClassVar[str] = "magnitude pruning of each layer (SEFL Algorithm 2) without encryption"
+    option_keys: ClassVar[Mapping[str, str]] = MappingProxyType({"percent": "prune_percent"})
+
+    percent: float = 80.0
+
+    def __post_init__(self) -> None:
+        param_float(self, "percent", low=0.0, high=100.0, high_open=True)
+
+    def build(self, context: DefenseContext) -> DefensePieces:
+        return DefensePieces(transforms=(MagnitudePrune(percent=self.percent),),
+                             settings={self.name: {"percent": self.percent}})

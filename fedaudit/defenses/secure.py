@@ -29,7 +29,7 @@ from __future__ import annotations
 import time
 import warnings
 from dataclasses import asdict, dataclass, replace
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
@@ -42,7 +42,7 @@ from fedaudit.defenses.paillier import (
 )
 from fedaudit.defenses.prune import prune_by_magnitude
 from fedaudit.exceptions import FedAuditError, InvalidParameterError
-from fedaudit.types import ClientUpdate
+from fedaudit.types import Aggregate, ClientUpdate
 
 __all__ = ["SecureAggregation", "SecureAggregationConfig"]
 
@@ -106,6 +106,9 @@ class SecureAggregation:
     the other defenses) and :meth:`server_aggregate` once per round.
     """
 
+    #: How errors name this aggregator.
+    title: ClassVar[str] = "SEFL secure aggregation"
+
     def __init__(self, config: SecureAggregationConfig, *, max_clients: int) -> None:
         self.config = config
         self.max_clients = max_clients
@@ -159,43 +162,44 @@ class SecureAggregation:
             else:
                 nbytes = sum(a.size for a in delta.values()) * (self._ct_bytes + exp_bytes)
         payload = None
-        extras = dict(update.extras)
-        extras["bytes_sent"] = float(nbytes)
+        encrypt_seconds = None
         if self._encrypted(update.server_round):
             t0 = time.perf_counter()
             payload = self._client.encrypt(delta)
-            extras["encrypt_seconds"] = time.perf_counter() - t0
+            encrypt_seconds = time.perf_counter() - t0
         shown = {n: (seen[n] / scale).astype(np.float32) for n in seen}
-        sent = replace(update, arrays=shown, extras=extras)
+        sent = replace(update, arrays=shown, bytes_sent=int(nbytes), encrypt_seconds=encrypt_seconds)
         self._round.append((seen, payload))
         return sent
 
-    def server_aggregate(self) -> dict[str, np.ndarray]:
-        """The mean of this round's model deltas, from the sum the clients decrypt."""
-        sums, n_clients = self._sum()
-        return {n: v / n_clients for n, v in sums.items()}
+    def server_aggregate(self) -> Aggregate:
+        """The mean of this round's model deltas, from the sum the clients decrypt.
 
-    def _sum(self) -> tuple[dict[str, np.ndarray], int]:
+        ``decrypt_seconds`` is the clients' time to decrypt the aggregate in an
+        encrypted round, ``None`` in an emulated one.
+        """
         entries, self._round = self._round, []
+        n_clients = len(entries)
         emulated = {n: np.sum([seen[n] for seen, _ in entries], axis=0) for n in entries[0][0]}
         payloads = [p for _, p in entries if p is not None]
-        if payloads:
-            total = self._server.aggregate(payloads)
-            t0 = time.perf_counter()
-            decrypted = self._client.decrypt(total)
-            self.last_decrypt_seconds = time.perf_counter() - t0
-            for n, value in decrypted.items():
-                tol = 1e-9 if self.encoder is not None else 1e-6 * max(1.0, float(np.abs(emulated[n]).max()))
-                if not np.allclose(value.reshape(emulated[n].shape), emulated[n], rtol=0, atol=tol):
-                    raise FedAuditError(
-                        f"The decrypted aggregate of {n} differs from its plaintext emulation by "
-                        f"{float(np.abs(value.reshape(emulated[n].shape) - emulated[n]).max()):.3g}; "
-                        "the secure aggregation is inconsistent."
-                    )
-            return {n: v.reshape(emulated[n].shape) for n, v in decrypted.items()}, len(entries)
-        self.last_decrypt_seconds = float("nan")
-        return emulated, len(entries)
+        if not payloads:
+            return Aggregate(mean_delta={n: v / n_clients for n, v in emulated.items()})
+        total = self._server.aggregate(payloads)
+        t0 = time.perf_counter()
+        decrypted = self._client.decrypt(total)
+        seconds = time.perf_counter() - t0
+        for n, value in decrypted.items():
+            tol = 1e-9 if self.encoder is not None else 1e-6 * max(1.0, float(np.abs(emulated[n]).max()))
+            if not np.allclose(value.reshape(emulated[n].shape), emulated[n], rtol=0, atol=tol):
+                raise FedAuditError(
+                    f"The decrypted aggregate of {n} differs from its plaintext emulation by "
+                    f"{float(np.abs(value.reshape(emulated[n].shape) - emulated[n]).max()):.3g}; "
+                    "the secure aggregation is inconsistent."
+                )
+        sums = {n: v.reshape(emulated[n].shape) for n, v in decrypted.items()}
+        return Aggregate(mean_delta={n: v / n_clients for n, v in sums.items()}, decrypt_seconds=seconds)
 
     def report(self) -> dict[str, Any]:
+        """Share of packed values clipped so far, and the key-size warnings of the run."""
         return {"clipped_share": self.clipped_values / self.total_values if self.total_values else 0.0,
                 "key_warnings": self.warnings}
