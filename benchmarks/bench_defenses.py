@@ -23,15 +23,15 @@ from pathlib import Path
 import numpy as np
 
 from fedaudit.attacks import InversionAttack, StatsAttack
+from fedaudit.audit import record_run, shadow_config
 from fedaudit.config import FLConfig
 from fedaudit.data.demo import load_demo
-from fedaudit.defenses.build import DefenseSpec, build_for_table
+from fedaudit.defenses import defenses_from_options, describe_options
 from fedaudit.metrics import attack_success
-from fedaudit.record import UpdateStore, record_run
-from fedaudit.shadow import shadow_config
+from fedaudit.record import UpdateStore
 
 SETTINGS: dict[str, tuple[dict, dict]] = {
-    # name: (FLConfig overrides, DefenseSpec kwargs)
+    # name: (FLConfig overrides, defense names and options)
     "none": ({}, {}),
     "dropout 0.4": ({"dropout": (0.4, 0.0)}, {}),
     "dropout 0.6": ({"dropout": (0.6, 0.0)}, {}),
@@ -71,13 +71,13 @@ def main(argv: list[str] | None = None) -> int:
     for name in names:
         overrides, spec_kwargs = SETTINGS[name]
         config = FLConfig(rounds=args.rounds, seed=0, **overrides)
-        spec = DefenseSpec(**spec_kwargs)
-        d = build_for_table(spec, config=config, table=private)
+        options = dict(spec_kwargs)
+        defense_names = options.pop("names", ())
+        defenses = defenses_from_options(defense_names, options)
         path = args.out_dir / f"{name.replace(' ', '_').replace('%', '').replace('(', '').replace(')', '').replace(',', '')}.h5"
         t0 = time.perf_counter()
-        result = record_run(config, private, path, overwrite=True, transforms=d.transforms, aggregator=d.aggregator,
-                            client_trainer=d.client_trainer, reporters=d.reporters,
-                            extra_config={"defenses": d.settings})
+        result = record_run(config, private, path, overwrite=True, defenses=defenses,
+                            extra_config={"defense_spec": describe_options(defense_names, options)})
         seconds = time.perf_counter() - t0
         with UpdateStore.open(path) as store:
             row = {"ser_test_uar": result.best.test_uar, "seconds": seconds,
@@ -87,14 +87,12 @@ def main(argv: list[str] | None = None) -> int:
                    "decrypt_s": float(np.nanmean(store.index["decrypt_seconds"])) if np.isfinite(
                        store.index["decrypt_seconds"]).any() else None}
             attackers = [("stats", stats), ("inversion", inversion)]
-            if args.mirror_runs and spec.names:
+            if args.mirror_runs and defenses:
                 mirrored = []
                 for k in range(args.mirror_runs):
                     scfg = shadow_config(store.config, run=k, seed=500)
-                    sd = build_for_table(spec, config=scfg, table=public)
                     spath = path.with_name(path.stem + f"_shadow{k}.h5")
-                    record_run(scfg, public, spath, overwrite=True, transforms=sd.transforms, aggregator=sd.aggregator,
-                               client_trainer=sd.client_trainer, reporters=sd.reporters)
+                    record_run(scfg, public, spath, overwrite=True, defenses=defenses)
                     mirrored.append(UpdateStore.open(spath))
                 attackers.append(("stats_aware", StatsAttack(layers=["fc1"], seed=0).fit(mirrored)))
             for label, attack in attackers:
@@ -102,13 +100,13 @@ def main(argv: list[str] | None = None) -> int:
                 row[f"asr_{label}"] = attack_success(attack.predict_proba, store, params, seed=0).asr
                 row[f"asr_{label}_all"] = attack_success(attack.predict_proba, store, params, seed=0,
                                                          n_updates="all").asr
-            for key in ("privacy_udp", "privacy_dp_sgd"):
-                if key in result.extras:
-                    eps = list(result.extras[key]["epsilon_per_client"].values())
+            for spent in result.privacy:
+                if spent.mechanism in ("udp", "dp-sgd"):
+                    eps = list(spent.epsilon_per_client.values())
                     row["epsilon_median"] = float(np.median(eps))
                     row["epsilon_max"] = float(np.max(eps))
-            if "privacy_udp" in result.extras:
-                row["epsilon_amplified"] = result.extras["privacy_udp"]["epsilon_amplified"]
+                if spent.epsilon_aggregate is not None:
+                    row["epsilon_amplified"] = spent.epsilon_aggregate
         rows[name] = row
         print(name, json.dumps(row), flush=True)
     print()

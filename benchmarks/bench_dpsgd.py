@@ -6,7 +6,7 @@ weights into a worker model and run a FedAvg local epoch (Emo-Base MLP
 FedSGD mini-batch gradient. Three ways of doing it are timed side by side:
 
 * ``plain``: torch, no privacy (what ``fl/simulate.py`` does today);
-* ``ghost``: :class:`fedaudit.defenses.dp.DPSGDTrainer` with
+* ``ghost``: :class:`fedaudit.defenses.dpsgd_trainer.DPSGDTrainer` with
   ``grad_sample_mode="ghost"`` (Opacus ``GradSampleModuleFastGradientClipping``:
   per-sample gradient norms without per-sample gradients, two backward passes);
 * ``hooks``: the same trainer with ``grad_sample_mode="hooks"`` (Opacus'
@@ -40,7 +40,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from fedaudit.defenses.dp import DPSGDConfig, DPSGDTrainer
+from fedaudit.defenses.dpsgd_trainer import DPSGDConfig, DPSGDTrainer
 from fedaudit.fl.models import MLP
 
 VARIANTS = ("plain", "ghost", "hooks")
