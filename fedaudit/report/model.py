@@ -1,0 +1,336 @@
+"""The leakage report as frozen dataclasses, with a JSON form (:meth:`LeakageReport.to_dict`).
+
+The JSON form is the source of truth: the renderers read only it, and CI pipelines gate on it.
+Its schema is ``fedaudit/report/schemas/leakage_report.schema.json``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field
+from typing import Any, Literal
+
+from fedaudit.report.schema import REPORT_SCHEMA, REPORT_SCHEMA_VERSION, ReportError
+
+__all__ = [
+    "SEVERITIES",
+    "Caveat",
+    "Cost",
+    "Finding",
+    "LeakageReport",
+    "PlotInfo",
+    "Privacy",
+    "Score",
+    "SettingSummary",
+    "Setup",
+    "Severity",
+    "ThreatModel",
+    "Utility",
+    "View",
+]
+
+Severity = Literal["high", "medium", "low", "none"]
+#: Severities from worst to best.
+SEVERITIES: tuple[Severity, ...] = ("high", "medium", "low", "none")
+
+
+def _plain(value: Any) -> Any:
+    """Tuples to lists and mappings to dicts, all the way down: the JSON form."""
+    if isinstance(value, Mapping):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value
+
+
+def _opt(value: Any) -> float | None:
+    return None if value is None else float(value)
+
+
+@dataclass(frozen=True, kw_only=True)
+class Score:
+    """One attack success rate (ASR) with its 95% confidence interval, chance level and provenance.
+
+    ``layer`` is a layer name (``"fc1"``) or ``"fused"``; ``n_updates`` is how many of a client's
+    updates were averaged (``1``, ``5``, ``"all"``); ``group`` says which part of the results it
+    comes from: ``"layers"`` (single-update, one layer or fused) or ``"n_updates"`` (the
+    multiple-update attack, fused).
+    """
+
+    group: Literal["layers", "n_updates"]
+    attack: str
+    attacker: str
+    layer: str
+    n_updates: int | str
+    asr: float
+    ci_low: float
+    ci_high: float
+    chance: float
+    auc: float | None
+    uar: float | None
+    n_clients: int
+    repeats: int | None
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Score:
+        n = data["n_updates"]
+        return cls(
+            group=data["group"], attack=str(data["attack"]), attacker=str(data["attacker"]), layer=str(data["layer"]),
+            n_updates=n if n == "all" else int(n), asr=float(data["asr"]), ci_low=float(data["ci_low"]),
+            ci_high=float(data["ci_high"]), chance=float(data["chance"]), auc=_opt(data.get("auc")),
+            uar=_opt(data.get("uar")), n_clients=int(data["n_clients"]),
+            repeats=None if data.get("repeats") is None else int(data["repeats"]),
+        )
+
+
+@dataclass(frozen=True, kw_only=True)
+class Utility:
+    """Speech emotion recognition utility of the trained global model."""
+
+    test_uar: float | None
+    test_acc: float | None
+    val_uar: float | None
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Utility:
+        return cls(test_uar=_opt(data.get("test_uar")), test_acc=_opt(data.get("test_acc")),
+                   val_uar=_opt(data.get("val_uar")))
+
+
+@dataclass(frozen=True, kw_only=True)
+class Privacy:
+    """The privacy one DP mechanism claims: epsilon over the clients (median, max) at ``delta``."""
+
+    mechanism: str
+    level: str
+    delta: float
+    epsilon_median: float | None
+    epsilon_max: float | None
+    epsilon_aggregate: float | None
+    accountant: str | None
+    noise_multiplier: float | None
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Privacy:
+        return cls(
+            mechanism=str(data["mechanism"]), level=str(data["level"]), delta=float(data["delta"]),
+            epsilon_median=_opt(data.get("epsilon_median")), epsilon_max=_opt(data.get("epsilon_max")),
+            epsilon_aggregate=_opt(data.get("epsilon_aggregate")), accountant=data.get("accountant"),
+            noise_multiplier=_opt(data.get("noise_multiplier")),
+        )
+
+
+@dataclass(frozen=True, kw_only=True)
+class Cost:
+    """What a defense costs: bytes on the wire per round, encryption time per update, wall time."""
+
+    bytes_per_round: float | None
+    plain_bytes_per_round: float | None
+    encrypt_seconds: float | None
+    decrypt_seconds: float | None
+    wall_seconds: float | None
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Cost:
+        return cls(**{k: _opt(data.get(k)) for k in
+                      ("bytes_per_round", "plain_bytes_per_round", "encrypt_seconds", "decrypt_seconds", "wall_seconds")})
+
+
+@dataclass(frozen=True, kw_only=True)
+class SettingSummary:
+    """One row of the report's table: a setting of the grid with utility, leakage, privacy and cost.
+
+    ``leakage`` is the best single-update result (highest ASR over attacks, attackers and layers);
+    ``worst_upper`` is the result with the highest upper CI bound over every result of the setting,
+    single- and multiple-update (what ``--fail-above`` gates on). ``scores`` holds every result.
+    """
+
+    id: str
+    label: str
+    algorithm: str
+    defenses: tuple[str, ...]
+    view: str
+    n_clients: int
+    rounds: int
+    utility: Utility
+    leakage: Score | None
+    severity: Severity
+    worst_upper: Score | None
+    privacy: tuple[Privacy, ...]
+    cost: Cost
+    scores: tuple[Score, ...]
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> SettingSummary:
+        return cls(
+            id=str(data["id"]), label=str(data["label"]), algorithm=str(data["algorithm"]),
+            defenses=tuple(data["defenses"]), view=str(data["view"]), n_clients=int(data["n_clients"]),
+            rounds=int(data["rounds"]), utility=Utility.from_dict(data["utility"]),
+            leakage=None if data.get("leakage") is None else Score.from_dict(data["leakage"]),
+            severity=data["severity"],
+            worst_upper=None if data.get("worst_upper") is None else Score.from_dict(data["worst_upper"]),
+            privacy=tuple(Privacy.from_dict(p) for p in data["privacy"]), cost=Cost.from_dict(data["cost"]),
+            scores=tuple(Score.from_dict(s) for s in data["scores"]),
+        )
+
+
+@dataclass(frozen=True, kw_only=True)
+class Finding:
+    """A setting's strongest single-update leakage, as a ranked sentence."""
+
+    setting: str
+    label: str
+    severity: Severity
+    sentence: str
+    score: Score
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Finding:
+        return cls(setting=str(data["setting"]), label=str(data["label"]), severity=data["severity"],
+                   sentence=str(data["sentence"]), score=Score.from_dict(data["score"]))
+
+
+@dataclass(frozen=True, kw_only=True)
+class View:
+    """Who sees what in one setting."""
+
+    setting: str
+    label: str
+    defenses: tuple[str, ...]
+    view: str
+    text: str
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> View:
+        return cls(setting=str(data["setting"]), label=str(data["label"]), defenses=tuple(data["defenses"]),
+                   view=str(data["view"]), text=str(data["text"]))
+
+
+@dataclass(frozen=True, kw_only=True)
+class ThreatModel:
+    """The adversary the figures assume, and who sees what under each setting's defenses."""
+
+    overview: tuple[str, ...]
+    views: tuple[View, ...]
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> ThreatModel:
+        return cls(overview=tuple(data["overview"]), views=tuple(View.from_dict(v) for v in data["views"]))
+
+
+@dataclass(frozen=True, kw_only=True)
+class Setup:
+    """How the audit was run: corpora, clients, rounds, seed, versions and the configuration hash."""
+
+    private_corpora: tuple[str, ...]
+    shadow_corpora: tuple[str, ...]
+    synthetic: bool
+    feature_set: str
+    n_features: int | None
+    rounds: int
+    shadow_runs: int
+    seed: int | None
+    normalization: str | None
+    n_clients: tuple[int, ...]
+    versions: Mapping[str, str]
+    config_hash: str
+    created: str
+    wall_seconds: float | None
+    config: Any = field(default=None)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Setup:
+        return cls(
+            private_corpora=tuple(data["private_corpora"]), shadow_corpora=tuple(data["shadow_corpora"]),
+            synthetic=bool(data["synthetic"]), feature_set=str(data["feature_set"]),
+            n_features=None if data.get("n_features") is None else int(data["n_features"]),
+            rounds=int(data["rounds"]), shadow_runs=int(data["shadow_runs"]),
+            seed=None if data.get("seed") is None else int(data["seed"]), normalization=data.get("normalization"),
+            n_clients=tuple(int(n) for n in data["n_clients"]), versions=dict(data["versions"]),
+            config_hash=str(data["config_hash"]), created=str(data["created"]),
+            wall_seconds=_opt(data.get("wall_seconds")), config=data.get("config"),
+        )
+
+
+@dataclass(frozen=True, kw_only=True)
+class Caveat:
+    """A limit of the figures, computed from the data (``kind`` names the condition)."""
+
+    kind: str
+    setting: str | None
+    text: str
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Caveat:
+        return cls(kind=str(data["kind"]), setting=data.get("setting"), text=str(data["text"]))
+
+
+@dataclass(frozen=True, kw_only=True)
+class PlotInfo:
+    """A plot of the report: drawn by the renderers from ``settings``, or skipped with a reason."""
+
+    id: str
+    title: str
+    caption: str
+    available: bool
+    reason: str | None = None
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> PlotInfo:
+        return cls(id=str(data["id"]), title=str(data["title"]), caption=str(data["caption"]),
+                   available=bool(data["available"]), reason=data.get("reason"))
+
+
+@dataclass(frozen=True, kw_only=True)
+class LeakageReport:
+    """What an audit found, ready to render: summary, findings, threat model, setup, table, caveats.
+
+    Build it with :func:`fedaudit.report.build_report`; its JSON form (:meth:`to_dict`) follows the
+    ``fedaudit.leakage_report`` schema, version :data:`schema_version`.
+    """
+
+    title: str
+    generator: str
+    summary: tuple[str, ...]
+    findings: tuple[Finding, ...]
+    threat_model: ThreatModel
+    setup: Setup
+    settings: tuple[SettingSummary, ...]
+    plots: tuple[PlotInfo, ...]
+    caveats: tuple[Caveat, ...]
+    commands: tuple[str, ...]
+    schema: str = REPORT_SCHEMA
+    schema_version: str = REPORT_SCHEMA_VERSION
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON form (plain dicts, lists, strings, numbers and ``None``)."""
+        data = _plain(asdict(self))
+        order = ("schema", "schema_version")
+        return {**{k: data[k] for k in order}, **{k: v for k, v in data.items() if k not in order}}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> LeakageReport:
+        """Rebuild a report from its JSON form.
+
+        Raises
+        ------
+        ReportError
+            When ``data`` is not a ``fedaudit.leakage_report`` of a major version this fedaudit reads.
+        """
+        if data.get("schema") != REPORT_SCHEMA:
+            raise ReportError(f"The document has schema {data.get('schema')!r}, not {REPORT_SCHEMA!r}.")
+        major = str(data.get("schema_version", "")).split(".")[0]
+        if major != REPORT_SCHEMA_VERSION.split(".")[0]:
+            raise ReportError(
+                f"The report has schema_version {data.get('schema_version')!r}, but this fedaudit reads "
+                f"{REPORT_SCHEMA_VERSION.split('.')[0]}.x; rebuild it with `fedaudit report`."
+            )
+        return cls(
+            title=str(data["title"]), generator=str(data["generator"]), summary=tuple(data["summary"]),
+            findings=tuple(Finding.from_dict(f) for f in data["findings"]),
+            threat_model=ThreatModel.from_dict(data["threat_model"]), setup=Setup.from_dict(data["setup"]),
+            settings=tuple(SettingSummary.from_dict(s) for s in data["settings"]),
+            plots=tuple(PlotInfo.from_dict(p) for p in data["plots"]),
+            caveats=tuple(Caveat.from_dict(c) for c in data["caveats"]), commands=tuple(data["commands"]),
+            schema=str(data["schema"]), schema_version=str(data["schema_version"]),
+        )
