@@ -26,12 +26,12 @@ from pathlib import Path
 import numpy as np
 from threadpoolctl import threadpool_limits
 
-from fedaudit.attacks import InversionAttack, StatsAttack
+from fedaudit.attacks import AttackerKnowledge, InversionAttack, StatsAttack
+from fedaudit.audit import record_run, run_shadow
 from fedaudit.config import FLConfig
 from fedaudit.data.demo import load_demo
 from fedaudit.metrics import attack_success, row_probabilities
-from fedaudit.record import UpdateStore, record_run
-from fedaudit.shadow import run_shadow
+from fedaudit.record import UpdateStore
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -65,7 +65,7 @@ def main(argv: list[str] | None = None) -> int:
         shadows = [UpdateStore.open(x) for x in paths]
         store = UpdateStore.open(target)
         t0 = time.perf_counter()
-        stats = StatsAttack(seed=args.seed).fit(shadows)
+        stats = StatsAttack(seed=args.seed).fit(AttackerKnowledge(shadows=shadows, target_config=store.config))
         t_fit = time.perf_counter() - t0
         rows = {}
         t0 = time.perf_counter()
@@ -80,7 +80,7 @@ def main(argv: list[str] | None = None) -> int:
             rows["stats"][f"asr_{layer}"] = attack_success(sub.predict_proba, store, sub.required_parameters(),
                                                            seed=0).asr
         t0 = time.perf_counter()
-        inv = InversionAttack(seed=args.seed).fit(shadow, normalization=args.normalization)
+        inv = InversionAttack(seed=args.seed).fit(AttackerKnowledge(public=shadow, target_config=store.config))
         t_fit = time.perf_counter() - t0
         t0 = time.perf_counter()
         proba = row_probabilities(inv.predict_proba, store, inv.required_parameters())

@@ -30,12 +30,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from fedaudit.attacks import AttackerKnowledge
 from fedaudit.attacks.cnn import CNNFusionAttack, LayerBranch
+from fedaudit.audit import record_run
 from fedaudit.config import FLConfig
 from fedaudit.data.demo import load_demo
 from fedaudit.metrics import attack_success
-from fedaudit.record import record_run
-from fedaudit.record.store import UpdateStore
+from fedaudit.record import UpdateStore
 
 
 def _load() -> str:
@@ -113,7 +114,7 @@ def full(args: argparse.Namespace) -> dict[str, object]:
         progress=progress,
     )
     start = time.perf_counter()
-    attack.fit(shadows)
+    attack.fit(AttackerKnowledge(shadows=shadows, target_config=target.config))
     fit_s = time.perf_counter() - start
 
     start = time.perf_counter()

@@ -1,31 +1,49 @@
-"""Attacks on recorded client updates. Reads recordings only; never imports the simulator."""
+"""Attacks on recorded client updates. Reads recordings and public features only; never the simulator.
 
+Every attack is registered in :data:`ATTACKS`, fits on one
+:class:`AttackerKnowledge` and declares its needs as class attributes
+(``docs/adding-an-attack.md``).
+"""
+
+from fedaudit.attacks._data import ShadowRows, check_same_architecture, shadow_rows
 from fedaudit.attacks.base import (
     ATTACKS,
     Attack,
+    AttackerKnowledge,
     NotFittedError,
     ShapeMismatchError,
     check_is_fitted,
+    fusion_weights,
+    gender_labels,
+    layer_of,
     load_attack,
     register_attack,
     resolve_layers,
 )
 from fedaudit.attacks.cnn import CNNFusionAttack
-from fedaudit.attacks.fast import InversionAttack, StatsAttack
-from fedaudit.attacks.features import inversion_vector, layer_statistics
+from fedaudit.attacks.inversion import InversionAttack
+from fedaudit.attacks.stats import StatsAttack
+from fedaudit.attacks.update_statistics import inversion_vector, layer_statistics
 
 __all__ = [
     "ATTACKS",
     "Attack",
+    "AttackerKnowledge",
     "CNNFusionAttack",
     "InversionAttack",
     "NotFittedError",
+    "ShadowRows",
     "ShapeMismatchError",
     "StatsAttack",
     "check_is_fitted",
+    "check_same_architecture",
+    "fusion_weights",
+    "gender_labels",
     "inversion_vector",
+    "layer_of",
     "layer_statistics",
     "load_attack",
     "register_attack",
     "resolve_layers",
+    "shadow_rows",
 ]

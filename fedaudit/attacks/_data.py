@@ -1,9 +1,8 @@
-"""Reading shadow recordings into training sets, grouped by client."""
+"""Reading shadow recordings into training sets, grouped by client (helpers for writing an attack)."""
 
 from __future__ import annotations
 
-import math
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -15,7 +14,6 @@ from fedaudit.exceptions import InvalidParameterError
 __all__ = [
     "ShadowRows",
     "check_same_architecture",
-    "fusion_weights",
     "grouped_split",
     "iter_blocks",
     "shadow_rows",
@@ -55,7 +53,13 @@ def shadow_rows(stores: Sequence[Any]) -> ShadowRows:
     parts_s, parts_r, parts_y, parts_g = [], [], [], []
     next_group = 0
     for s_idx, store in enumerate(stores):
-        gender = gender_labels(store.ground_truth()["gender"])
+        truth = store.ground_truth()
+        if "gender" not in truth:
+            raise InvalidParameterError(
+                f"Shadow recording {store.path} holds no ground truth (the clients' genders); "
+                "an attack fits on shadow runs the attacker recorded itself (`fedaudit shadow`)."
+            )
+        gender = gender_labels(truth["gender"])
         position = {int(c): i for i, c in enumerate(store.client_ids.tolist())}
         cid = store.index["client_id"]
         pos = np.array([position[int(c)] for c in cid], dtype=np.int64)
@@ -100,11 +104,3 @@ def iter_blocks(
             pos = mine[start : start + batch]
             yield pos, {p: store.param(p, rows.row[pos]) for p in params}
 
-
-def fusion_weights(
-    layers: Sequence[str], shapes: Mapping[str, Sequence[int]], params: Mapping[str, Mapping[str, str]]
-) -> dict[str, float]:
-    """Weight of each layer proportional to the number of values of its update (weight + bias)."""
-    sizes = {layer: sum(int(math.prod(shapes[p])) for p in params[layer].values()) for layer in layers}
-    total = sum(sizes.values())
-    return {layer: sizes[layer] / total for layer in layers}

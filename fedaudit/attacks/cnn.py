@@ -12,7 +12,7 @@ import logging
 import math
 import time
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any, Self
+from typing import Any
 
 import numpy as np
 import torch
@@ -21,18 +21,11 @@ from torch import nn
 from fedaudit.attacks._data import (
     ShadowRows,
     check_same_architecture,
-    fusion_weights as _fusion_weights,
     grouped_split,
     iter_blocks,
     shadow_rows,
 )
-from fedaudit.attacks.base import (
-    Attack,
-    ShapeMismatchError,
-    check_is_fitted,
-    register_attack,
-    resolve_layers,
-)
+from fedaudit.attacks.base import Attack, AttackerKnowledge, register_attack, resolve_layers
 from fedaudit.exceptions import InvalidParameterError
 from fedaudit.metrics.basic import uar
 
@@ -182,6 +175,8 @@ class CNNFusionAttack(Attack):
     ----------
     layers_ : list of str
         Layers whose probabilities :meth:`predict_proba` fuses.
+    fit_info_ : dict
+        Per layer: the best epoch, its validation UAR and the epochs run.
     branches_ : dict of str to LayerBranch
         One fitted classifier per layer.
     norm_stats_ : dict
@@ -197,12 +192,15 @@ class CNNFusionAttack(Attack):
 
     Examples
     --------
-    >>> attack = CNNFusionAttack(max_train_updates=600).fit([shadow])  # doctest: +SKIP
-    >>> attack_success(attack.predict_proba, target, attack.required_parameters())  # doctest: +SKIP
+    >>> attack = CNNFusionAttack(max_train_updates=600).fit(AttackerKnowledge(shadows=[shadow]))  # doctest: +SKIP
+    >>> attack.score(target).asr  # doctest: +SKIP
     >>> attack.restricted(["fc1"]).predict_proba(target.client(3))  # doctest: +SKIP
     """
 
     name = "cnn"
+    needs_shadow = True
+    per_layer = True
+    layers_read = "all"
 
     def __init__(
         self,
@@ -289,20 +287,12 @@ class CNNFusionAttack(Attack):
         return device
 
     # -- fitting -------------------------------------------------------------------
-    def fit(self, shadows: Sequence[Any] | Any) -> Self:
-        """Train one branch per layer on shadow recordings.
+    def _fit(self, data: AttackerKnowledge) -> None:
+        """Train one branch per layer on ``data.shadows``.
 
-        Parameters
-        ----------
-        shadows
-            One :class:`~fedaudit.record.UpdateStore` or a sequence of them,
-            recorded with the target's architecture and features. Their ground
-            truth (gender, and speaker when present) is the attacker's own.
-
-        Returns
-        -------
-        CNNFusionAttack
-            ``self``, fitted.
+        The shadow recordings must have the target's architecture and
+        features. Their ground truth (gender, and speaker when present) is the
+        attacker's own.
 
         Raises
         ------
@@ -313,9 +303,7 @@ class CNNFusionAttack(Attack):
             If the shadow recordings disagree on a layer's shape.
         """
         self._validate_params()
-        stores = [shadows] if hasattr(shadows, "param") else list(shadows)
-        if not stores:
-            raise InvalidParameterError("No shadow recording given; record some with `fedaudit shadow`.")
+        stores = list(data.shadows)
         layers = resolve_layers(self.layers, stores[0].layers)
         if not layers:
             raise InvalidParameterError("The 'layers' parameter of CNNFusionAttack selects no layer.")
@@ -358,16 +346,14 @@ class CNNFusionAttack(Attack):
         self.shapes_ = {p: tuple(shapes[p]) for p in self.parameters_}
         self.branches_ = branches
         self.norm_stats_ = norm_stats
-        self.fusion_weights_ = _fusion_weights(self.layers_, self.shapes_, params)
         self.history_ = history
+        self.fit_info_ = _fit_info(history)
         self.train_mask_, self.val_mask_ = train, val
         self.n_train_updates_ = int(train.sum())
         self.n_val_updates_ = int(val.sum())
         self.n_train_groups_ = int(len(np.unique(rows.group[train])))
         self.n_val_groups_ = int(len(np.unique(rows.group[val])))
         self.device_ = str(device)
-        self.fitted_ = True
-        return self
 
     def _train_branch(
         self,
@@ -431,79 +417,16 @@ class CNNFusionAttack(Attack):
         return branch, {"epochs": epochs, "best_epoch": best_epoch, "best_val_uar": best_uar}
 
     # -- predicting ----------------------------------------------------------------
-    def layer_proba(
-        self, updates: Mapping[str, np.ndarray], layers: Sequence[str] | Sequence[int] | None = None
-    ) -> dict[str, np.ndarray]:
-        """Probabilities ``(n, 2)`` of ("F", "M") of each layer's branch alone.
-
-        Parameters
-        ----------
-        updates
-            ``{"fc1.weight": (n, 256, 988), "fc1.bias": (n, 256), ...}``.
-        layers
-            Layers to score (names or 1-based numbers); ``None`` scores every fitted layer.
-
-        Returns
-        -------
-        dict of str to numpy.ndarray
-            One ``(n, 2)`` array per layer, for layer-wise leakage.
-        """
-        check_is_fitted(self)
-        layers = resolve_layers(layers, self.layers_)
+    def _layer_proba(self, updates: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         out = {}
-        for layer in layers:
+        device = self._torch_device()
+        for layer in self.layers_:
             names = self._names(layer)
-            missing = [p for p in names.values() if p not in updates]
-            if missing:
-                raise InvalidParameterError(f"{type(self).__name__} needs parameters {missing} that were not given.")
-            for p in names.values():
-                got = tuple(np.shape(updates[p])[1:])
-                if got != tuple(self.shapes_[p]):
-                    raise ShapeMismatchError(
-                        f"Parameter {p} has shape {got} in the target but {tuple(self.shapes_[p])} in the attack "
-                        "model; the attack was fitted on another architecture or feature set."
-                    )
             stats = self.norm_stats_[layer]
             w = _normalised(updates[names["weight"]], stats["weight_mean"], stats["weight_std"])
             b = _normalised(updates[names["bias"]], stats["bias_mean"], stats["bias_std"]) if "bias" in names else None
-            out[layer] = _branch_proba(self.branches_[layer], w, b, self._torch_device())
+            out[layer] = _branch_proba(self.branches_[layer], w, b, device)
         return out
-
-    def _predict_proba(self, updates: Mapping[str, np.ndarray]) -> np.ndarray:
-        return self.fuse(self.layer_proba(updates))
-
-    def fuse(self, layer_proba: Mapping[str, np.ndarray]) -> np.ndarray:
-        """Weighted average of per-layer probabilities over ``layers_`` (weights ``fusion_weights_``)."""
-        check_is_fitted(self)
-        total = sum(self.fusion_weights_[layer] * np.asarray(layer_proba[layer]) for layer in self.layers_)
-        return np.asarray(total, dtype=np.float64)
-
-    def restricted(self, layers: Sequence[str] | Sequence[int]) -> CNNFusionAttack:
-        """The same fitted attack limited to ``layers``, sharing the fitted branches (no copy).
-
-        The fusion weights are recomputed over the kept layers, so
-        ``restricted(["fc1"])`` is the first-layer attack alone.
-        """
-        check_is_fitted(self)
-        layers = resolve_layers(layers, self.layers_)
-        if not layers:
-            raise InvalidParameterError("restricted() needs at least one layer.")
-        params = {k: v for k, v in self.get_params().items()}
-        params["layers"] = list(layers)
-        other = type(self)(**params, progress=self.progress)
-        names = {layer: self._names(layer) for layer in layers}
-        other.layers_ = list(layers)
-        other.parameters_ = [p for layer in layers for p in names[layer].values()]
-        other.shapes_ = {p: self.shapes_[p] for p in other.parameters_}
-        other.branches_ = {layer: self.branches_[layer] for layer in layers}
-        other.norm_stats_ = {layer: dict(self.norm_stats_[layer]) for layer in layers}
-        other.fusion_weights_ = _fusion_weights(other.layers_, other.shapes_, names)
-        other.history_ = {layer: self.history_[layer] for layer in layers if layer in self.history_}
-        for attr in ("n_train_updates_", "n_val_updates_", "n_train_groups_", "n_val_groups_", "device_"):
-            if hasattr(self, attr):
-                setattr(other, attr, getattr(self, attr))
-        other.fitted_ = True
-        return other
 
     def _names(self, layer: str) -> dict[str, str]:
         names = {"weight": f"{layer}.weight"}
@@ -519,7 +442,6 @@ class CNNFusionAttack(Attack):
         meta = {
             "layers": self.layers_,
             "norm_stats": self.norm_stats_,
-            "fusion_weights": self.fusion_weights_,
             "history": self.history_,
             "n_train_updates": getattr(self, "n_train_updates_", None),
             "n_val_updates": getattr(self, "n_val_updates_", None),
@@ -533,10 +455,9 @@ class CNNFusionAttack(Attack):
         return tensors, meta
 
     def _load_state(self, tensors: Mapping[str, torch.Tensor], meta: Mapping[str, Any]) -> None:
-        self.layers_ = list(meta["layers"])
         self.norm_stats_ = {k: {s: float(v) for s, v in d.items()} for k, d in meta["norm_stats"].items()}
-        self.fusion_weights_ = {k: float(v) for k, v in meta["fusion_weights"].items()}
         self.history_ = dict(meta.get("history", {}))
+        self.fit_info_ = self.fit_info_ or _fit_info(self.history_)
         for key in ("n_train_updates", "n_val_updates", "n_train_groups", "n_val_groups"):
             if meta.get(key) is not None:
                 setattr(self, f"{key}_", int(meta[key]))
@@ -554,6 +475,14 @@ class CNNFusionAttack(Attack):
 
 
 # -- helpers ---------------------------------------------------------------------------
+def _fit_info(history: Mapping[str, Mapping[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Per layer: the best epoch, its validation UAR and the number of epochs run."""
+    return {
+        layer: {"best_epoch": h["best_epoch"], "best_val_uar": h["best_val_uar"], "epochs_run": len(h["epochs"])}
+        for layer, h in history.items()
+    }
+
+
 def _build_branch(weight_shape: Sequence[int], n_bias: int, *, dropout: float) -> LayerBranch:
     """A branch built without drawing from the caller's global random generator."""
     with torch.random.fork_rng(devices=[]):

@@ -1,4 +1,7 @@
-"""Pure functions turning layer updates into attack features.
+"""Update statistics: pure functions of a layer update that the attacks classify.
+
+These are statistics of client *updates*, not acoustic features of audio
+(:mod:`fedaudit.data.features`).
 
 For one mini-batch, the gradient of a linear layer is ``dW = sum_b delta_b x_b^T``
 and ``db = sum_b delta_b``: every row of ``dW`` lies in the span of the inputs
@@ -6,7 +9,7 @@ and ``db = sum_b delta_b``: every row of ``dW`` lies in the span of the inputs
 
     v = db^T dW / |db|^2 = sum_b w_b x_b,   w_b = (db . delta_b) / |db|^2,   sum_b w_b = 1
 
-is an affine mixture of the client's own inputs (for the first layer: its
+is an affine mixture of the client's own inputs (for the first layer: its acoustic
 features), and for a single sample ``v = x`` exactly. FedAvg pseudo-gradients
 (local SGD) are sums of such gradients, so the identity holds approximately.
 The statistics below do not depend on the order of the hidden units, so they
@@ -52,7 +55,7 @@ def inversion_vector(weight: np.ndarray, bias: np.ndarray) -> np.ndarray:
 
 
 def layer_statistics(weight: np.ndarray, bias: np.ndarray) -> np.ndarray:
-    """Hidden-unit-order-invariant features of a layer update, scale-free.
+    """Update statistics of a layer that do not depend on the order of hidden units, scale-free.
 
     Concatenates, per update: the inversion vector ``v`` (``in`` values), the
     mean and the standard deviation over output units of ``dW`` divided by its

@@ -1,21 +1,26 @@
-"""`fedaudit shadow`, `fedaudit attack` and `fedaudit leakage`."""
+"""`fedaudit attack`: infer each client's gender from a recording and score the attack."""
 
 from __future__ import annotations
 
 import json
 import math
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.markup import escape
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
 from fedaudit.cli._common import console, error_boundary
+from fedaudit.cli.leakage import leakage  # noqa: F401  (cli/main.py imports it from here until it names cli.leakage)
 from fedaudit.exceptions import InvalidParameterError
 
-DEFAULT_MODELS = Path("attack_models")
+if TYPE_CHECKING:
+    from fedaudit.audit.attack import AttackReport
+    from fedaudit.metrics.asr import AttackResult
+
+#: Options of ``fedaudit attack`` that are hyper-parameters of an attack: flag -> parameter.
+_ATTACK_OPTIONS = {"--epochs": "epochs", "--max-train-updates": "max_train_updates"}
 
 
 def _n_updates(values: list[str]) -> list[int | str]:
@@ -32,74 +37,29 @@ def _n_updates(values: list[str]) -> list[int | str]:
     return out
 
 
-def _shadow_files(shadow: list[Path]) -> list[Path]:
-    files: list[Path] = []
-    for p in shadow:
-        if p.is_dir():
-            found = sorted(p.glob("*.h5"))
-            if not found:
-                raise InvalidParameterError(f"The shadow folder {p} holds no .h5 recordings; run `fedaudit shadow` first.")
-            files.extend(found)
-        elif p.is_file():
-            files.append(p)
-        else:
-            raise InvalidParameterError(f"Shadow recording {p} does not exist; check the path or run `fedaudit shadow`.")
-    return files
+def _check_attack_options(attack_name: str, options: dict[str, Any]) -> None:
+    """Refuse attack options the chosen attack does not take, naming the attacks that do."""
+    from fedaudit.attacks import ATTACKS
+
+    cls = ATTACKS.get(attack_name)
+    if not options or cls is None or set(options) <= set(cls.param_names()):
+        return  # an unknown attack is reported by the library
+    takers = sorted(name for name, c in ATTACKS.items() if set(options) <= set(c.param_names()))
+    flags = " and ".join(flag for flag in _ATTACK_OPTIONS)
+    raise InvalidParameterError(
+        f"{flags} apply to the {' and '.join(takers) or 'no'} attack only; got --attack {attack_name}."
+    )
 
 
-def _fmt(x: float) -> str:
+def fmt_rate(x: float | None) -> str:
+    """A rate as a percentage with one decimal; ``-`` when unknown."""
     return "-" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{100 * x:.1f}%"
 
 
-def shadow(
-    like: Annotated[Path, typer.Option("--like", help="Target recording whose FL setup to mirror.")],
-    corpus: Annotated[list[str], typer.Option("--corpus", "-c", help="Shadow corpus (the attacker's own); repeat to combine.")] = ["demo-shadow"],  # noqa: B006
-    data_root: Annotated[list[Path], typer.Option("--data-root", help="Root of each non-demo corpus, in order.")] = [],  # noqa: B006
-    runs: Annotated[int, typer.Option(min=1, help="Shadow runs (speaker folds and seeds).")] = 5,
-    seed: Annotated[int | None, typer.Option(min=0, help="Base seed; run k uses seed + k (default: the target's seed + 1000).")] = None,
-    init_from_target: Annotated[bool, typer.Option("--init-from-target", help="Start from the target's initial global model (a server adversary knows it).")] = False,
-    out_dir: Annotated[Path, typer.Option(help="Folder of the shadow recordings.")] = Path("recorded_updates/shadow"),
-    cache_dir: Annotated[Path | None, typer.Option(help="Feature cache.")] = None,
-    jobs: Annotated[int, typer.Option(min=1, help="Processes for feature extraction.")] = 2,
-    force: Annotated[bool, typer.Option("--force", help="Overwrite existing shadow recordings.")] = False,
-) -> None:
-    """Re-run the target's FL configuration on shadow corpora and record every update."""
-    from fedaudit.data.sources import load_features
-    from fedaudit.settings import Settings
-    from fedaudit.shadow import run_shadow
-
-    with error_boundary():
-        if not like.is_file():
-            raise InvalidParameterError(f"Target recording {like} does not exist; record one with `fedaudit record`.")
-        settings = Settings()
-        table = load_features(corpus, roots=data_root, feature_set=_target_feature_set(like),
-                              cache_dir=cache_dir or settings.cache_dir, n_jobs=jobs)
-        with Progress(TextColumn("shadow run {task.fields[run]}"), MofNCompleteColumn(), BarColumn(),
-                      TimeRemainingColumn(), console=console) as prog:
-            from fedaudit.fl.hooks import BaseHook
-
-            class _Tick(BaseHook):
-                def __init__(self, task: Any) -> None:
-                    self.task = task
-
-                def on_round_end(self, metrics: Any) -> None:
-                    prog.update(self.task, advance=1)
-
-            def hooks(k: int) -> list[BaseHook]:
-                task = prog.add_task("shadow", total=None, run=k)
-                return [_Tick(task)]
-
-            paths = run_shadow(like, table, out_dir=out_dir, runs=runs, seed=seed, overwrite=force, hooks=hooks,
-                               init_from_target=init_from_target)
-        for p in paths:
-            console.print(f"recorded {escape(str(p))}")
-
-
-def _target_feature_set(path: Path) -> str:
-    from fedaudit.record.store import UpdateStore
-
-    with UpdateStore.open(path, warn_incomplete=False) as store:
-        return str(store.config.get("data", {}).get("feature_set", "emobase"))
+def result_cells(r: AttackResult) -> list[str]:
+    """ASR, 95% CI, UAR, ROC AUC and chance of one result, as table cells."""
+    return [fmt_rate(r.asr), f"{fmt_rate(r.ci_low)} - {fmt_rate(r.ci_high)}", fmt_rate(r.uar),
+            "-" if math.isnan(r.auc) else f"{r.auc:.3f}", fmt_rate(r.chance)]
 
 
 def attack(
@@ -109,7 +69,7 @@ def attack(
     public_corpus: Annotated[list[str], typer.Option("--public-corpus", help="Public corpus for the inversion attack.")] = [],  # noqa: B006
     data_root: Annotated[list[Path], typer.Option("--data-root", help="Root of each non-demo public corpus.")] = [],  # noqa: B006
     model: Annotated[Path | None, typer.Option("--model", help="A saved attack model (.json) instead of fitting.")] = None,
-    save_model: Annotated[str | None, typer.Option("--save-model", help="Save the fitted attack as attack_models/NAME.")] = None,
+    save_model: Annotated[str | None, typer.Option("--save-model", help="Save the fitted attack as NAME in the attack model folder (FEDAUDIT_MODELS_DIR, default attack_models).")] = None,
     layer: Annotated[list[int], typer.Option("--layer", min=1, help="Attack this layer only (1 = input); repeat.")] = [],  # noqa: B006
     n_updates: Annotated[list[str], typer.Option("--n-updates", help="Updates averaged per draw, e.g. 1,5,10,all.")] = ["1"],  # noqa: B006
     repeats: Annotated[int, typer.Option(min=1, help="Draws per client.")] = 10,
@@ -121,65 +81,38 @@ def attack(
     max_train_updates: Annotated[int | None, typer.Option(min=1, help="cnn: train on at most this many shadow updates.")] = None,
 ) -> None:
     """Infer each client's gender from its recorded updates and score the attack success rate (ASR)."""
-    from fedaudit.attacks.run import score_attack
+    from fedaudit.audit.attack import attack_target
+    from fedaudit.settings import Settings
 
     with error_boundary():
-        if not target.is_file():
-            raise InvalidParameterError(f"Target recording {target} does not exist; check the path.")
         counts = _n_updates(n_updates)
-        if model is not None:
-            fitted: Any = model
-            card: dict[str, Any] = {}
-        else:
-            options = {k: v for k, v in {"epochs": epochs, "max_train_updates": max_train_updates}.items()
-                       if v is not None}
-            if options and attack_name != "cnn":
-                raise InvalidParameterError(
-                    f"--epochs and --max-train-updates apply to the cnn attack only; got --attack {attack_name}."
-                )
-            fitted, card = _fit(attack_name, target, shadow, public_corpus, data_root, seed, options, layer or None)
-            if save_model:
-                DEFAULT_MODELS.mkdir(exist_ok=True)
-                saved = fitted.save(DEFAULT_MODELS / save_model, card=card, overwrite=force)
-                console.print(f"saved attack model {escape(str(saved))}")
-        report = score_attack(fitted, target, layers=layer or None, n_updates=counts, repeats=repeats, seed=seed,
-                              card=card)
+        options = {k: v for k, v in {"epochs": epochs, "max_train_updates": max_train_updates}.items()
+                   if v is not None}
+        if model is None:
+            _check_attack_options(attack_name, options)
+        settings = Settings()
+        report = attack_target(
+            target, attack=attack_name, model=model, shadows=shadow, public_corpora=public_corpus,
+            data_roots=data_root, cache_dir=settings.cache_dir, layers=layer or None, n_updates=counts,
+            repeats=repeats, seed=seed, options=options, save_as=save_model, models_dir=settings.models_dir,
+            overwrite=force,
+        )
+        if report.saved_model is not None:
+            console.print(f"saved attack model {escape(report.saved_model)}")
         _print_report(report, show_clients)
         if json_out:
             json_out.write_text(json.dumps(report.to_dict(), indent=2, default=str))
             console.print(f"wrote {escape(str(json_out))}")
 
 
-def _fit(name: str, target: Path, shadow: list[Path], public_corpus: list[str], data_root: list[Path],
-         seed: int, options: dict[str, Any] | None = None,
-         layers: list[int] | None = None) -> tuple[Any, dict[str, Any]]:
-    from fedaudit.attacks.run import fit_attack
-    from fedaudit.record.store import UpdateStore
-
-    if name == "inversion":
-        from fedaudit.data.sources import load_features
-        from fedaudit.settings import Settings
-
-        with UpdateStore.open(target, warn_incomplete=False) as store:
-            normalization = store.config.get("normalization", "global")
-            feature_set = store.config.get("data", {}).get("feature_set", "emobase")
-        public = load_features(public_corpus or ["demo-shadow"], roots=data_root, feature_set=feature_set,
-                               cache_dir=Settings().cache_dir)
-        attack, card = fit_attack(name, public=public, normalization=normalization, seed=seed)
-    else:
-        attack, card = fit_attack(name, shadows=_shadow_files(shadow), seed=seed, options=options, layers=layers)
-    return attack, card
-
-
-def _print_report(report: Any, show_clients: bool) -> None:
+def _print_report(report: AttackReport, show_clients: bool) -> None:
     title = f"{report.attack} attack on {escape(report.target)} (layers: {', '.join(report.layers)})"
     if report.results:
         t = Table(title=title)
         for col in ("updates averaged", "ASR", "95% CI", "UAR", "ROC AUC", "chance", "clients"):
             t.add_column(col, justify="right")
         for n, r in report.results.items():
-            t.add_row(n, _fmt(r.asr), f"{_fmt(r.ci_low)} - {_fmt(r.ci_high)}", _fmt(r.uar),
-                      "-" if math.isnan(r.auc) else f"{r.auc:.3f}", _fmt(r.chance), str(r.n_clients))
+            t.add_row(n, *result_cells(r), str(r.n_clients))
         console.print(t)
         if show_clients:
             first = next(iter(report.results.values()))
@@ -188,7 +121,7 @@ def _print_report(report: Any, show_clients: bool) -> None:
                 c.add_column(col, justify="right")
             for p in first.clients:
                 c.add_row(str(p.client_id), str(p.n_updates), p.truth or "-", p.predicted, f"{p.p_female:.2f}",
-                          _fmt(p.score))
+                          fmt_rate(p.score))
             console.print(c)
     else:
         t = Table(title=title + " - no ground truth: predictions only")
@@ -202,35 +135,3 @@ def _print_report(report: Any, show_clients: bool) -> None:
         f"fit {'-' if math.isnan(fit) else f'{fit:.1f} s'}, scored {report.updates_scored} updates in "
         f"{report.score_seconds:.2f} s ({report.updates_scored / max(report.score_seconds, 1e-9):.0f} updates/s)"
     )
-
-
-def leakage(
-    target: Annotated[Path, typer.Argument(help="Target recording.")],
-    attack_name: Annotated[str, typer.Option("--attack", "-a", help="stats or cnn (shadow-trained, one branch per layer).")] = "stats",
-    shadow: Annotated[list[Path], typer.Option("--shadow", help="Shadow recording or folder; repeat.")] = [],  # noqa: B006
-    model: Annotated[Path | None, typer.Option("--model", help="A saved attack model (.json).")] = None,
-    repeats: Annotated[int, typer.Option(min=1, help="Draws per client.")] = 10,
-    seed: Annotated[int, typer.Option(min=0)] = 0,
-    json_out: Annotated[Path | None, typer.Option("--json", help="Write the table as JSON.")] = None,
-) -> None:
-    """ASR of each layer alone and fused: where in the model the leakage sits."""
-    from fedaudit.attacks.base import load_attack
-    from fedaudit.attacks.run import layer_leakage
-
-    with error_boundary():
-        if not target.is_file():
-            raise InvalidParameterError(f"Target recording {target} does not exist; check the path.")
-        if attack_name == "inversion" and model is None:
-            raise InvalidParameterError("Layer-wise leakage needs a per-layer attack: use --attack stats or cnn.")
-        fitted = load_attack(model) if model is not None else _fit(attack_name, target, shadow, [], [], seed)[0]
-        results = layer_leakage(fitted, target, repeats=repeats, seed=seed)
-        t = Table(title=f"layer-wise leakage, {fitted.name} attack on {escape(str(target))}")
-        for col in ("layer", "ASR", "95% CI", "UAR", "ROC AUC", "chance"):
-            t.add_column(col, justify="right")
-        for i, (name, r) in enumerate(results.items()):
-            label = name if name == "fused" else f"{i + 1} ({name})"
-            t.add_row(label, _fmt(r.asr), f"{_fmt(r.ci_low)} - {_fmt(r.ci_high)}", _fmt(r.uar),
-                      "-" if math.isnan(r.auc) else f"{r.auc:.3f}", _fmt(r.chance))
-        console.print(t)
-        if json_out:
-            json_out.write_text(json.dumps({k: v.to_dict() for k, v in results.items()}, indent=2, default=str))

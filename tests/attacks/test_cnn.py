@@ -10,20 +10,26 @@ import pytest
 import torch
 
 from fedaudit.attacks._data import grouped_split, shadow_rows
-from fedaudit.attacks.base import ATTACKS, NotFittedError, ShapeMismatchError, load_attack
+from fedaudit.attacks.base import (
+    ATTACKS,
+    AttackerKnowledge,
+    NotFittedError,
+    ShapeMismatchError,
+    fusion_weights,
+    load_attack,
+)
 from fedaudit.attacks.cnn import (
     CNNFusionAttack,
     LayerBranch,
-    _fusion_weights,
     _pool_kernels,
     _speaker_grouped,
     _subsample_by_group,
 )
+from fedaudit.audit import record_run
 from fedaudit.config import FLConfig
 from fedaudit.exceptions import InvalidParameterError
 from fedaudit.metrics import attack_success
-from fedaudit.record import record_run
-from fedaudit.record.store import UpdateStore
+from fedaudit.record import UpdateStore
 from tests.conftest import make_table
 
 HIDDEN = (32, 16)
@@ -63,7 +69,11 @@ def stores(tmp_path_factory: pytest.TempPathFactory) -> dict[str, UpdateStore]:
 
 @pytest.fixture(scope="module")
 def fitted(stores: dict[str, UpdateStore]) -> CNNFusionAttack:
-    return CNNFusionAttack(epochs=10, lr=1e-3, patience=3, seed=0).fit([stores["shadow"], stores["shadow2"]])
+    return CNNFusionAttack(epochs=10, lr=1e-3, patience=3, seed=0).fit(_shadows([stores["shadow"], stores["shadow2"]]))
+
+
+def _shadows(stores: UpdateStore | list[UpdateStore]) -> AttackerKnowledge:
+    return AttackerKnowledge(shadows=stores)
 
 
 def _updates(store: UpdateStore, rows: np.ndarray) -> dict[str, np.ndarray]:
@@ -77,7 +87,7 @@ def test_registered_under_cnn() -> None:
 
 def test_fit_returns_self(stores: dict[str, UpdateStore]) -> None:
     attack = CNNFusionAttack(layers=["fc3"], epochs=1)
-    assert attack.fit(stores["shadow"]) is attack
+    assert attack.fit(_shadows(stores["shadow"])) is attack
     assert attack.fitted_ and attack.layers_ == ["fc3"]
     assert attack.parameters_ == ["fc3.weight", "fc3.bias"]
 
@@ -107,17 +117,17 @@ def test_predict_before_fit_raises(stores: dict[str, UpdateStore]) -> None:
 )
 def test_bad_parameters_are_named(stores: dict[str, UpdateStore], kwargs: dict, fragment: str) -> None:
     with pytest.raises(InvalidParameterError, match=fragment):
-        CNNFusionAttack(**kwargs).fit(stores["shadow"])
+        CNNFusionAttack(**kwargs).fit(_shadows(stores["shadow"]))
 
 
 def test_same_seed_same_predictions(stores: dict[str, UpdateStore]) -> None:
     updates = _updates(stores["target"], np.arange(40))
     kwargs = {"layers": ["fc1"], "epochs": 2, "lr": 1e-3, "max_train_updates": 120}
-    p1 = CNNFusionAttack(seed=5, **kwargs).fit(stores["shadow"]).predict_proba(updates)
+    p1 = CNNFusionAttack(seed=5, **kwargs).fit(_shadows(stores["shadow"])).predict_proba(updates)
     state = torch.random.get_rng_state()
-    p2 = CNNFusionAttack(seed=5, **kwargs).fit(stores["shadow"]).predict_proba(updates)
+    p2 = CNNFusionAttack(seed=5, **kwargs).fit(_shadows(stores["shadow"])).predict_proba(updates)
     assert torch.equal(state, torch.random.get_rng_state())  # the global RNG is left alone
-    p3 = CNNFusionAttack(seed=6, **kwargs).fit(stores["shadow"]).predict_proba(updates)
+    p3 = CNNFusionAttack(seed=6, **kwargs).fit(_shadows(stores["shadow"])).predict_proba(updates)
     np.testing.assert_array_equal(p1, p2)
     assert not np.allclose(p1, p3)
 
@@ -159,7 +169,7 @@ def test_flatten_size_follows_input_shape(shape: tuple[int, int], expected: int)
 
 
 def test_two_feature_dims_both_fit(fitted: CNNFusionAttack, stores: dict[str, UpdateStore]) -> None:
-    narrow = CNNFusionAttack(layers=["fc1"], epochs=1).fit(stores["narrow"])
+    narrow = CNNFusionAttack(layers=["fc1"], epochs=1).fit(_shadows(stores["narrow"]))
     assert narrow.shapes_["fc1.weight"] == (32, 24)
     assert fitted.shapes_["fc1.weight"] == (32, 40)
     assert narrow.branches_["fc1"].n_flat != fitted.branches_["fc1"].n_flat
@@ -177,8 +187,7 @@ def test_small_last_layer_is_pooled_only_while_possible(fitted: CNNFusionAttack,
 def test_fusion_weights_follow_layer_sizes() -> None:
     shapes = {"fc1.weight": (256, 988), "fc1.bias": (256,), "fc2.weight": (128, 256), "fc2.bias": (128,),
               "fc3.weight": (4, 128), "fc3.bias": (4,)}
-    params = {f"fc{i}": {"weight": f"fc{i}.weight", "bias": f"fc{i}.bias"} for i in (1, 2, 3)}
-    w = _fusion_weights(["fc1", "fc2", "fc3"], shapes, params)
+    w = fusion_weights(["fc1", "fc2", "fc3"], shapes)
     assert w["fc1"] == pytest.approx(0.8834, abs=1e-3)
     assert w["fc2"] == pytest.approx(0.1148, abs=1e-3)
     assert w["fc3"] == pytest.approx(0.0018, abs=1e-3)
@@ -233,7 +242,7 @@ def test_max_train_updates_subsamples_by_client(stores: dict[str, UpdateStore]) 
     taken = np.array([sub[rows.group == g].sum() for g in groups])
     assert np.all(np.abs(taken - counts * 100 / len(rows)) <= 1)  # each client in proportion
 
-    attack = CNNFusionAttack(layers=["fc3"], epochs=1, max_train_updates=60).fit(stores["shadow"])
+    attack = CNNFusionAttack(layers=["fc3"], epochs=1, max_train_updates=60).fit(_shadows(stores["shadow"]))
     assert attack.n_train_updates_ == 60
     full_train, full_val = grouped_split(_speaker_grouped([stores["shadow"]], rows), val_fraction=0.2, seed=0)
     assert full_val.sum() > attack.n_val_updates_ == int(np.ceil(60 * full_val.sum() / full_train.sum()))

@@ -1,0 +1,438 @@
+"""Pipeline step: fit (or load) an attack and score it on a target recording.
+
+What ``fedaudit attack`` and ``fedaudit leakage`` do, as library functions:
+expand shadow paths into recordings, read the target's configuration, load
+public acoustic features, build the :class:`~fedaudit.attacks.AttackerKnowledge`
+an attack fits on, fit, save, score and measure layer-wise leakage. Nothing
+here branches on an attack's name: it reads the attack's class attributes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from fedaudit.attacks.base import (
+    ATTACKS,
+    FUSED,
+    Attack,
+    AttackerKnowledge,
+    load_attack,
+    resolve_layers,
+    shadow_hash,
+)
+from fedaudit.exceptions import InvalidParameterError
+from fedaudit.metrics.asr import AttackResult, ClientPrediction, attack_success, predict_clients, row_probabilities
+from fedaudit.record.reader import UpdateStore
+
+if TYPE_CHECKING:
+    from fedaudit.data.table import FeatureTable
+
+__all__ = [
+    "AttackReport",
+    "DEFAULT_PUBLIC_CORPORA",
+    "attack_target",
+    "fit_attack",
+    "layer_leakage",
+    "leakage_of_target",
+    "load_public_features",
+    "save_attack_model",
+    "score_attack",
+    "shadow_files",
+    "target_config",
+]
+
+PathLike = str | os.PathLike[str]
+
+#: Public corpora an attack that needs public features reads when none is named.
+DEFAULT_PUBLIC_CORPORA: tuple[str, ...] = ("demo-shadow",)
+
+
+@dataclass(frozen=True, kw_only=True)
+class AttackReport:
+    """Everything one attack run measured on one target."""
+
+    attack: str
+    target: str
+    layers: list[str]
+    fit_seconds: float
+    score_seconds: float
+    updates_scored: int
+    results: dict[str, AttackResult] = field(default_factory=dict)  # key: n_updates ("1", "5", "all")
+    predictions: list[ClientPrediction] = field(default_factory=list)  # when the target has no ground truth
+    card: dict[str, Any] = field(default_factory=dict)
+    saved_model: str | None = None  # the .json card, when the fitted attack was saved
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+# -- inputs ------------------------------------------------------------------------
+def shadow_files(paths: Sequence[PathLike]) -> list[Path]:
+    """Shadow recordings from files and folders (a folder gives every ``*.h5`` in it, sorted).
+
+    Raises
+    ------
+    InvalidParameterError
+        If a path does not exist or a folder holds no recording.
+    """
+    files: list[Path] = []
+    for p in map(Path, paths):
+        if p.is_dir():
+            found = sorted(p.glob("*.h5"))
+            if not found:
+                raise InvalidParameterError(f"The shadow folder {p} holds no .h5 recordings; run `fedaudit shadow` first.")
+            files.extend(found)
+        elif p.is_file():
+            files.append(p)
+        else:
+            raise InvalidParameterError(f"Shadow recording {p} does not exist; check the path or run `fedaudit shadow`.")
+    return files
+
+
+def target_config(target: PathLike | UpdateStore) -> dict[str, Any]:
+    """The target run's configuration as recorded (``/run/config``): normalisation, feature set, ..."""
+    if isinstance(target, UpdateStore):
+        return dict(target.config)
+    with UpdateStore.open(target, warn_incomplete=False) as store:
+        return dict(store.config)
+
+
+def load_public_features(
+    corpora: Sequence[str] = DEFAULT_PUBLIC_CORPORA,
+    *,
+    target: PathLike | UpdateStore | Mapping[str, Any] | None = None,
+    roots: Sequence[PathLike] = (),
+    cache_dir: PathLike | None = None,
+    n_jobs: int = 2,
+) -> FeatureTable:
+    """Public acoustic features in the target's feature set (``emobase`` when the target does not name one).
+
+    Parameters
+    ----------
+    corpora
+        Public corpora (demo corpora need no root).
+    target
+        The target recording, or its configuration, whose feature set to extract.
+    roots
+        One root per non-demo corpus, in order.
+    cache_dir
+        Feature cache.
+    n_jobs
+        Processes for feature extraction.
+    """
+    from fedaudit.data.sources import load_features
+
+    config = target if isinstance(target, Mapping) else target_config(target) if target is not None else {}
+    feature_set = str(config.get("data", {}).get("feature_set", "emobase"))
+    return load_features(list(corpora), roots=roots, feature_set=feature_set, cache_dir=cache_dir, n_jobs=n_jobs)
+
+
+@contextlib.contextmanager
+def _opened(stores: Sequence[PathLike | UpdateStore]) -> Iterator[list[UpdateStore]]:
+    """Stores from paths or stores; closes only the ones it opened."""
+    opened: list[UpdateStore] = []
+    out: list[UpdateStore] = []
+    try:
+        for s in stores:
+            if isinstance(s, UpdateStore):
+                out.append(s)
+            else:
+                store = UpdateStore.open(s, warn_incomplete=False)
+                opened.append(store)
+                out.append(store)
+        yield out
+    finally:
+        for store in opened:
+            store.close()
+
+
+def _attack_class(name: str) -> type[Attack]:
+    if name not in ATTACKS:
+        raise InvalidParameterError(f"Unknown attack {name!r}; choose one of {sorted(ATTACKS)}.")
+    return ATTACKS[name]
+
+
+# -- fitting -------------------------------------------------------------------------
+def fit_attack(
+    name: str,
+    *,
+    shadows: Sequence[PathLike | UpdateStore] = (),
+    public: FeatureTable | None = None,
+    target: PathLike | UpdateStore | None = None,
+    layers: Sequence[str] | Sequence[int] | None = None,
+    seed: int = 0,
+    options: Mapping[str, Any] | None = None,
+) -> tuple[Attack, dict[str, Any]]:
+    """Fit a registered attack on what the attacker knows; returns the attack and its card.
+
+    Parameters
+    ----------
+    name
+        Registry key (``"stats"``, ``"inversion"``, ``"cnn"``).
+    shadows
+        Shadow recordings (paths or opened stores).
+    public
+        Public acoustic features.
+    target
+        The target recording (path or store), read for its configuration only.
+    layers
+        Layers to attack (names or 1-based numbers, resolved on the shadow
+        recordings, else on the target); given to attacks that take ``layers``.
+    seed
+        Given to attacks that take a ``seed``.
+    options
+        Further hyper-parameters of the attack.
+
+    Returns
+    -------
+    tuple
+        The fitted attack and its card (``card["fit_seconds"]`` is the fit time).
+
+    Raises
+    ------
+    InvalidParameterError
+        On an unknown attack or option, or input the attack needs but lacks.
+    """
+    cls = _attack_class(name)
+    params = set(cls.param_names())
+    options = dict(options or {})
+    unknown = sorted(set(options) - params)
+    if unknown:
+        raise InvalidParameterError(
+            f"The {name} attack takes no option {unknown}; its options are {sorted(params)}."
+        )
+    if "seed" in params:
+        options["seed"] = seed
+    t0 = time.perf_counter()
+    with _opened(shadows) as stores, _opened([target] if target is not None else []) as targets:
+        config = dict(targets[0].config) if targets else None
+        if layers is not None and "layers" in params:
+            available = stores[0].layers if stores else targets[0].layers if targets else None
+            options["layers"] = resolve_layers(layers, available) if available is not None else list(layers)
+        data = AttackerKnowledge(shadows=stores, public=public, target_config=config)
+        attack = cls(**options).fit(data)
+        card: dict[str, Any] = {}
+        if stores:
+            paths = [s.path for s in stores]
+            card["shadow_recordings"] = [str(p) for p in paths]
+            card["shadow_sha256"] = shadow_hash(paths)
+        if public is not None:
+            card["public_corpora"] = sorted(set(public.corpus.tolist()))
+        if config is not None:
+            card["normalization"] = data.target_normalization
+    card["fit_seconds"] = time.perf_counter() - t0
+    card["fit_info"] = attack.fit_info_
+    card["seed"] = seed
+    return attack, card
+
+
+def save_attack_model(
+    attack: Attack, name: str, *, models_dir: PathLike, card: Mapping[str, Any] | None = None,
+    overwrite: bool = False,
+) -> Path:
+    """Save a fitted attack as ``<models_dir>/<name>.pt`` and ``.json`` (the folder is created); returns the card.
+
+    Raises
+    ------
+    OutputExistsError
+        If the model exists and ``overwrite`` is false.
+    """
+    models_dir = Path(models_dir)
+    models_dir.mkdir(parents=True, exist_ok=True)
+    return attack.save(models_dir / name, card=card, overwrite=overwrite)
+
+
+# -- scoring -------------------------------------------------------------------------
+def score_attack(
+    attack: Attack | PathLike,
+    target: PathLike | UpdateStore,
+    *,
+    layers: Sequence[str] | Sequence[int] | None = None,
+    n_updates: Sequence[int | str] = (1,),
+    repeats: int = 10,
+    seed: int = 0,
+    card: Mapping[str, Any] | None = None,
+    progress: Callable[[int, int], None] | None = None,
+) -> AttackReport:
+    """Score a fitted attack (or a saved attack model) on a target recording.
+
+    With ground truth in the target, reports the ASR for each ``n_updates``;
+    without it (a real audit), per-client predictions only. ``layers`` (names
+    or 1-based numbers of the target's layers) restricts the attack
+    (:meth:`~fedaudit.attacks.Attack.restricted`).
+    """
+    if not isinstance(attack, Attack):
+        attack = load_attack(attack)
+        card = {**attack.card_, **(card or {})}
+    card = dict(card or {})
+    with _opened([target]) as (store,):
+        if layers is not None:
+            attack = attack.restricted(resolve_layers(layers, store.layers))
+        attack.check_store(store)
+        params = attack.required_parameters()
+        t0 = time.perf_counter()
+        proba = row_probabilities(attack.predict_proba, store, params)
+        per_row = time.perf_counter() - t0
+        results: dict[str, AttackResult] = {}
+        predictions: list[ClientPrediction] = []
+        gt = store.ground_truth()
+        if "gender" in gt and len(gt["gender"]):
+            for k, n in enumerate(n_updates):
+                results[str(n)] = attack_success(
+                    attack.predict_proba, store, params, repeats=repeats, n_updates=n, seed=seed,
+                    row_proba=proba if n == 1 else None,
+                )
+                if progress:
+                    progress(k + 1, len(n_updates))
+        else:
+            predictions = predict_clients(attack.predict_proba, store, params, row_proba=proba)
+        return AttackReport(
+            attack=attack.name, target=str(target.path if isinstance(target, UpdateStore) else target),
+            layers=list(attack.layers_),
+            fit_seconds=float(card.get("fit_seconds", float("nan"))), score_seconds=per_row,
+            updates_scored=store.n_updates, results=results, predictions=predictions, card=card,
+        )
+
+
+def layer_leakage(
+    attack: Attack, target: PathLike | UpdateStore, *, repeats: int = 10, seed: int = 0
+) -> dict[str, AttackResult]:
+    """ASR of each layer alone and of the fused attack (key ``"fused"``), from one fitted attack.
+
+    An attack that is not ``per_layer`` gives one row, under its layer's name
+    (or ``"fused"`` when it reads several layers together).
+    """
+    out: dict[str, AttackResult] = {}
+    with _opened([target]) as (store,):
+        if attack.per_layer:
+            for layer in attack.layers_:
+                out[layer] = attack.restricted([layer]).score(store, repeats=repeats, seed=seed)
+        if not attack.per_layer or len(attack.layers_) > 1:
+            key = FUSED if len(attack.layers_) > 1 else attack.layers_[0]
+            out[key] = attack.score(store, repeats=repeats, seed=seed)
+    return out
+
+
+# -- the two commands ------------------------------------------------------------------
+def _fit_for_target(
+    name: str, target: PathLike, *, shadows: Sequence[PathLike], public_corpora: Sequence[str],
+    data_roots: Sequence[PathLike], cache_dir: PathLike | None, layers: Sequence[int] | Sequence[str] | None,
+    seed: int, options: Mapping[str, Any] | None,
+) -> tuple[Attack, dict[str, Any]]:
+    """Gather what the named attack needs for this target (shadow files, public features), then fit it."""
+    cls = _attack_class(name)
+    files = shadow_files(shadows)
+    public = None
+    if cls.needs_public:
+        public = load_public_features(public_corpora or DEFAULT_PUBLIC_CORPORA, target=target, roots=data_roots,
+                                      cache_dir=cache_dir)
+    return fit_attack(name, shadows=files, public=public, target=target, layers=layers, seed=seed, options=options)
+
+
+def _check_target(target: PathLike) -> Path:
+    target = Path(target)
+    if not target.is_file():
+        raise InvalidParameterError(f"Target recording {target} does not exist; check the path.")
+    return target
+
+
+def attack_target(
+    target: PathLike,
+    *,
+    attack: str = "stats",
+    model: PathLike | None = None,
+    shadows: Sequence[PathLike] = (),
+    public_corpora: Sequence[str] = (),
+    data_roots: Sequence[PathLike] = (),
+    cache_dir: PathLike | None = None,
+    layers: Sequence[int] | Sequence[str] | None = None,
+    n_updates: Sequence[int | str] = (1,),
+    repeats: int = 10,
+    seed: int = 0,
+    options: Mapping[str, Any] | None = None,
+    save_as: str | None = None,
+    models_dir: PathLike = "attack_models",
+    overwrite: bool = False,
+) -> AttackReport:
+    """Fit an attack for a target (or load a saved one), optionally save it, and score it: ``fedaudit attack``.
+
+    Parameters
+    ----------
+    target
+        The target recording.
+    attack
+        Registry key of the attack to fit (ignored with ``model``).
+    model
+        A saved attack model (``.json``) to score instead of fitting.
+    shadows
+        Shadow recordings or folders of them.
+    public_corpora
+        Public corpora, for an attack that needs public features
+        (default :data:`DEFAULT_PUBLIC_CORPORA`), in the target's feature set.
+    data_roots, cache_dir
+        Roots of non-demo public corpora, and the feature cache.
+    layers
+        Layers to attack (1-based numbers or names).
+    n_updates, repeats, seed
+        As for :func:`score_attack`; ``seed`` also seeds the fit.
+    options
+        Further hyper-parameters of the attack.
+    save_as
+        Save the fitted attack as ``<models_dir>/<save_as>``.
+    models_dir
+        Folder of saved attack models.
+    overwrite
+        Replace a saved model of the same name.
+    """
+    target = _check_target(target)
+    saved: Path | None = None
+    if model is not None:
+        fitted: Attack | PathLike = model
+        card: dict[str, Any] = {}
+    else:
+        fitted, card = _fit_for_target(
+            attack, target, shadows=shadows, public_corpora=public_corpora, data_roots=data_roots,
+            cache_dir=cache_dir, layers=layers, seed=seed, options=options,
+        )
+        if save_as:
+            saved = save_attack_model(fitted, save_as, models_dir=models_dir, card=card, overwrite=overwrite)
+    report = score_attack(fitted, target, layers=layers, n_updates=n_updates, repeats=repeats, seed=seed, card=card)
+    if saved is not None:
+        report = replace(report, saved_model=str(saved))
+    return report
+
+
+def leakage_of_target(
+    target: PathLike,
+    *,
+    attack: str = "stats",
+    model: PathLike | None = None,
+    shadows: Sequence[PathLike] = (),
+    repeats: int = 10,
+    seed: int = 0,
+) -> tuple[Attack, dict[str, AttackResult]]:
+    """Fit a per-layer attack for a target (or load a saved one) and measure each layer's leakage: ``fedaudit leakage``.
+
+    Returns
+    -------
+    tuple
+        The attack and :func:`layer_leakage` of it on the target.
+    """
+    target = _check_target(target)
+    if model is not None:
+        fitted = load_attack(model)
+    else:
+        if not _attack_class(attack).per_layer:
+            per_layer = " or ".join(sorted(n for n, c in ATTACKS.items() if c.per_layer))
+            raise InvalidParameterError(f"Layer-wise leakage needs a per-layer attack: use --attack {per_layer}.")
+        fitted, _ = _fit_for_target(
+            attack, target, shadows=shadows, public_corpora=(), data_roots=(), cache_dir=None, layers=None,
+            seed=seed, options=None,
+        )
+    return fitted, layer_leakage(fitted, target, repeats=repeats, seed=seed)
