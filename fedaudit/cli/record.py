@@ -14,8 +14,8 @@ from rich.table import Table
 
 from fedaudit.cli._common import console, error_boundary
 from fedaudit.config import ALGORITHMS, NORMALIZATIONS, OPTIMIZERS, FLConfig
-from fedaudit.exceptions import InvalidParameterError
-from fedaudit.fl.hooks import BaseHook, RoundMetrics
+from fedaudit.exceptions import InvalidParameterError, OutputExistsError
+from fedaudit.hooks import BaseHook, RoundEnd
 
 
 class _ProgressHook(BaseHook):
@@ -26,9 +26,9 @@ class _ProgressHook(BaseHook):
         self.task = progress.add_task("recording", total=rounds, uar="-", mb=0.0, clients=0)
         self._bytes = recorder_bytes
 
-    def on_round_end(self, metrics: RoundMetrics) -> None:
+    def on_round_end(self, event: RoundEnd) -> None:
         self.progress.update(
-            self.task, advance=1, uar=f"{metrics.val_uar:.3f}", clients=metrics.n_clients,
+            self.task, advance=1, uar=f"{event.metrics.get('val_uar', float('nan')):.3f}", clients=event.n_clients,
             mb=self._bytes() / 1e6,
         )
 
@@ -51,34 +51,40 @@ def _dropout(value: str, n_hidden: int) -> tuple[float, ...]:
     return tuple(rates)
 
 
-def _build(spec: Any, config: FLConfig, table: Any) -> Any:
+def _build(defenses: Any, config: FLConfig, table: Any) -> Any:
     import warnings
 
+    from fedaudit.audit import build_run_defenses
     from fedaudit.cli._common import err_console
-    from fedaudit.defenses.build import build_for_table
     from fedaudit.exceptions import FedAuditWarning
 
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        built = build_for_table(spec, config=config, table=table)
+        built = build_run_defenses(config, table, defenses)
     for w in caught:
         if issubclass(w.category, FedAuditWarning):  # ours are for the user; library chatter is not
             err_console.print(f"[bold yellow]warning:[/] {escape(str(w.message))}")
     return built
 
 
-def _privacy_rows(extras: dict[str, Any]) -> list[tuple[str, str]]:
+def _privacy_rows(privacy: Any) -> list[tuple[str, str]]:
+    """Rows of the summary table: the privacy each DP mechanism claims (typed ``PrivacySpent``)."""
     rows = []
-    for key in ("privacy_udp", "privacy_dp_sgd"):
-        if key in extras:
-            eps = list(extras[key]["epsilon_per_client"].values())
-            if eps:
-                rows.append((f"{key[8:]} epsilon per client (delta {extras[key]['delta']:g})",
-                             f"median {np.median(eps):.2f}, max {max(eps):.2f}"))
-        if key == "privacy_udp" and key in extras:
-            rows.append(("udp epsilon, aggregate view (amplified)", f"{extras[key]['epsilon_amplified']:.2f}"))
-    if "privacy_ldp" in extras:
-        rows.append(("ldp epsilon per round", f"{extras['privacy_ldp']['epsilon_per_round']:g}"))
+    by_name = {p.mechanism: p for p in privacy}
+    for name, label in (("udp", "udp"), ("dp-sgd", "dp_sgd")):
+        spent = by_name.get(name)
+        if spent is None:
+            continue
+        eps = list(spent.epsilon_per_client.values())
+        if eps:
+            rows.append((f"{label} epsilon per client (delta {spent.delta:g})",
+                         f"median {np.median(eps):.2f}, max {max(eps):.2f}"))
+        if spent.epsilon_aggregate is not None:
+            rows.append(("udp epsilon, aggregate view (amplified)", f"{spent.epsilon_aggregate:.2f}"))
+    if "ldp" in by_name:
+        eps = list(by_name["ldp"].epsilon_per_client.values())
+        if eps:
+            rows.append(("ldp epsilon per round", f"{eps[0]:g}"))
     return rows
 
 
@@ -122,8 +128,8 @@ def record(
     insecure_key: Annotated[bool, typer.Option("--insecure-key", help="sefl: allow keys below 1024 bits.")] = False,
 ) -> None:
     """Run a simulated federation and record every client update to HDF5."""
+    from fedaudit.audit import record_run
     from fedaudit.data.sources import load_features
-    from fedaudit.record.run import record_run
     from fedaudit.settings import Settings
 
     with error_boundary():
@@ -138,20 +144,21 @@ def record(
             dropout=_dropout(dropout, len(hidden)), hidden=hidden, clients_per_speaker=clients_per_speaker,
             n_folds=n_folds, fold=fold, seed=seed,
         )
-        from fedaudit.defenses.build import DefenseSpec
+        from fedaudit.defenses import defenses_from_options, describe_options
 
-        spec = DefenseSpec(
-            names=tuple(defense), clip=clip, noise_multiplier=noise_multiplier, target_epsilon=target_epsilon,
-            delta=delta, accountant=accountant, max_grad_norm=max_grad_norm, ldp_epsilon=ldp_epsilon,
-            css_keep=css_keep, prune_percent=prune_percent, key_bits=key_bits, he_mode=he_mode, he_clip=he_clip,
+        options = dict(
+            clip=clip, noise_multiplier=noise_multiplier, target_epsilon=target_epsilon, delta=delta,
+            accountant=accountant, max_grad_norm=max_grad_norm, ldp_epsilon=ldp_epsilon, css_keep=css_keep,
+            prune_percent=prune_percent, key_bits=key_bits, he_mode=he_mode, he_clip=he_clip,
             encrypted_rounds=None if encrypted_rounds < 0 else encrypted_rounds, insecure_key=insecure_key,
         )
+        chosen = defenses_from_options(defense, options)
         settings = Settings()
         if out is None:
             settings.recordings_dir.mkdir(parents=True, exist_ok=True)
             out = settings.recordings_dir / f"{'+'.join(corpus)}_{algorithm}_s{seed}.h5"
         if out.exists() and not force:
-            raise InvalidParameterError(f"{out} already exists; choose another --out or pass --force to overwrite it.")
+            raise OutputExistsError(f"{out} already exists.")
         if not out.parent.is_dir():
             raise InvalidParameterError(f"The folder {out.parent} does not exist; create it or choose another --out.")
         with Progress(TextColumn("extracting features"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
@@ -165,7 +172,7 @@ def record(
             f"[bold]{escape('+'.join(corpus))}[/]: {len(table)} utterances, {len(table.speakers)} speakers, "
             f"{table.n_features} {escape(table.feature_set)} features"
         )
-        defenses = _build(spec, config, table)
+        pieces = _build(chosen, config, table)
         t0 = time.perf_counter()
         holder: dict[str, Any] = {}
         with Progress(
@@ -175,9 +182,8 @@ def record(
         ) as prog:
             hook = _ProgressHook(prog, rounds, lambda: out.stat().st_size if out.exists() else 0)
             result = record_run(config, table, out, dtype=dtype, store_globals=store_globals, overwrite=force,
-                                hooks=[hook], transforms=defenses.transforms, aggregator=defenses.aggregator,
-                                client_trainer=defenses.client_trainer, reporters=defenses.reporters,
-                                extra_config={"defenses": defenses.settings, "defense_spec": spec.describe()})
+                                hooks=[hook], defenses=pieces,
+                                extra_config={"defense_spec": describe_options(defense, options)})
         holder["elapsed"] = time.perf_counter() - t0
         summary = result.summary()
         table_out = Table(title=f"Recorded {escape(str(out))}", show_header=False)
@@ -188,7 +194,7 @@ def record(
             ("validation UAR", f"{summary['val_uar']:.3f}"),
             ("test UAR / accuracy", f"{summary['test_uar']:.3f} / {summary['test_acc']:.3f}"),
             ("defenses", ", ".join(defense) or "none"),
-            *_privacy_rows(result.extras),
+            *_privacy_rows(result.privacy),
             ("file size", f"{out.stat().st_size / 1e6:.1f} MB"),
             ("time", f"{holder['elapsed']:.1f} s"),
         ]:
