@@ -283,7 +283,7 @@ def _caveats(results: Mapping[str, Any], settings: Sequence[SettingSummary]) -> 
             out.append(Caveat(kind="few_clients", setting=st.id, text=(
                 f"{st.label}: only {st.n_clients} clients, so one client moves the ASR by "
                 f"{100 / st.n_clients:.0f} points.")))
-        if st.leakage is not None and st.leakage.ci_high - st.leakage.ci_low > WIDE_INTERVAL:
+        if st.leakage is not None and st.leakage.ci_high - st.leakage.ci_low > WIDE_INTERVAL + 1e-9:
             width = 100 * (st.leakage.ci_high - st.leakage.ci_low)
             out.append(Caveat(kind="wide_interval", setting=st.id, text=(
                 f"{st.label}: the 95% interval of the best ASR is {width:.0f} points wide "

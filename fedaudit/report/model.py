@@ -13,13 +13,13 @@ from typing import Any, Literal
 from fedaudit.report.schema import REPORT_SCHEMA, REPORT_SCHEMA_VERSION, ReportError
 
 __all__ = [
-    "SEVERITIES",
     "Caveat",
     "Cost",
     "Finding",
     "LeakageReport",
     "PlotInfo",
     "Privacy",
+    "SEVERITIES",
     "Score",
     "SettingSummary",
     "Setup",

@@ -73,6 +73,20 @@ def _where(path: Any) -> str:
     return out or "the top level"
 
 
+def _describe(schema: Mapping[str, Any]) -> str:
+    """A few words for a sub-schema: ``{"type": "integer", "minimum": 1}`` -> ``"an integer >= 1"``."""
+    if "const" in schema:
+        return repr(schema["const"])
+    kind = schema.get("type")
+    words = {"integer": "an integer", "number": "a number", "string": "a string", "null": "null",
+             "object": "an object", "array": "a list", "boolean": "true or false"}
+    text = words.get(kind, "an object") if isinstance(kind, str) or kind is None else " or ".join(
+        words.get(k, k) for k in kind)
+    if "minimum" in schema:
+        text += f" >= {schema['minimum']}"
+    return text
+
+
 def _sentence(error: Any, source: str) -> str:
     """One sentence for the deepest, most specific jsonschema error."""
     where = _where(error.absolute_path)
@@ -92,6 +106,11 @@ def _sentence(error: Any, source: str) -> str:
     if validator in ("minimum", "maximum"):
         bound = ">=" if validator == "minimum" else "<="
         return f"{source}: {where} must be {bound} {error.validator_value}; got {error.instance!r}."
+    if validator == "minItems":
+        return f"{source}: {where} must hold at least {error.validator_value} item(s); got {len(error.instance)}."
+    if validator == "anyOf":
+        forms = " or ".join(_describe(sub) for sub in error.validator_value)
+        return f"{source}: {where} must be {forms}; got {error.instance!r:.60}."
     if validator == "pattern" and where == "schema_version":
         return (f"{source} has schema_version {error.instance!r}, but this fedaudit reads version 1.x; "
                 "re-run the audit with this fedaudit version.")
