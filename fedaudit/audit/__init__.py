@@ -1,12 +1,54 @@
-"""Pipeline steps run from configuration: record a simulated run, shadow training, fit and score attacks.
+"""Pipeline steps run from configuration: record a simulated run, shadow training, fit and score attacks,
+and the audit grid that runs them all.
 
-The command line calls these; the audit grid builds on them. This is the only
-layer that puts the simulator (``fl/``), the recorder (``record/``), the
-defenses and the attacks together.
+The command line calls these. This is the only layer that puts the simulator
+(``fl/``), the recorder (``record/``), the defenses and the attacks together.
+Names are imported on first use, so that the command line stays fast.
 """
 
-from fedaudit.audit.record import build_run_defenses, data_description, record_run
-from fedaudit.audit.shadow import run_shadow, shadow_config, shadow_paths, target_feature_set
+from __future__ import annotations
 
-__all__ = ["build_run_defenses", "data_description", "record_run", "run_shadow", "shadow_config", "shadow_paths",
-           "target_feature_set"]
+import importlib
+from typing import Any
+
+#: Public name -> module that defines it.
+_NAMES: dict[str, str] = {
+    "AttackReport": "fedaudit.audit.attack",
+    "AuditConfig": "fedaudit.audit.grid",
+    "DEFAULT_PUBLIC_CORPORA": "fedaudit.audit.attack",
+    "Setting": "fedaudit.audit.grid",
+    "attack_target": "fedaudit.audit.attack",
+    "build_run_defenses": "fedaudit.audit.record",
+    "data_description": "fedaudit.audit.record",
+    "fit_attack": "fedaudit.audit.attack",
+    "layer_leakage": "fedaudit.audit.attack",
+    "leakage_of_target": "fedaudit.audit.attack",
+    "load_audit_config": "fedaudit.audit.grid",
+    "load_public_features": "fedaudit.audit.attack",
+    "plan_audit": "fedaudit.audit.grid",
+    "record_run": "fedaudit.audit.record",
+    "run_audit": "fedaudit.audit.grid",
+    "run_shadow": "fedaudit.audit.shadow",
+    "save_attack_model": "fedaudit.audit.attack",
+    "score_attack": "fedaudit.audit.attack",
+    "shadow_config": "fedaudit.audit.shadow",
+    "shadow_files": "fedaudit.audit.attack",
+    "shadow_paths": "fedaudit.audit.shadow",
+    "target_config": "fedaudit.audit.attack",
+    "target_feature_set": "fedaudit.audit.shadow",
+}
+
+__all__ = sorted(_NAMES)
+
+
+def __getattr__(name: str) -> Any:
+    module = _NAMES.get(name)
+    if module is None:
+        raise AttributeError(f"module 'fedaudit.audit' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return __all__

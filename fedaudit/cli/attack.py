@@ -12,7 +12,6 @@ from rich.markup import escape
 from rich.table import Table
 
 from fedaudit.cli._common import console, error_boundary
-from fedaudit.cli.leakage import leakage  # noqa: F401  (cli/main.py imports it from here until it names cli.leakage)
 from fedaudit.exceptions import InvalidParameterError
 
 if TYPE_CHECKING:

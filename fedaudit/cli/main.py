@@ -5,8 +5,10 @@ from __future__ import annotations
 import typer
 
 from fedaudit._version import __version__
-from fedaudit.cli.attack import attack, leakage
+from fedaudit.cli.attack import attack
+from fedaudit.cli.audit import audit
 from fedaudit.cli.inspect_cmd import inspect
+from fedaudit.cli.leakage import leakage
 from fedaudit.cli.record import record
 from fedaudit.cli.shadow import shadow
 from fedaudit.cli.verify import verify
@@ -32,6 +34,7 @@ def _main(
     """Audit what a federated learning run leaks about its clients."""
 
 
+app.command()(audit)
 app.command()(record)
 app.command()(inspect)
 app.command()(shadow)

@@ -128,10 +128,6 @@ def record(
     insecure_key: Annotated[bool, typer.Option("--insecure-key", help="sefl: allow keys below 1024 bits.")] = False,
 ) -> None:
     """Run a simulated federation and record every client update to HDF5."""
-    from fedaudit.audit import record_run
-    from fedaudit.data.sources import load_features
-    from fedaudit.settings import Settings
-
     with error_boundary():
         _choice("algorithm", algorithm, ALGORITHMS)
         _choice("optimizer", optimizer, OPTIMIZERS)
@@ -153,6 +149,10 @@ def record(
             encrypted_rounds=None if encrypted_rounds < 0 else encrypted_rounds, insecure_key=insecure_key,
         )
         chosen = defenses_from_options(defense, options)
+        from fedaudit.audit import record_run
+        from fedaudit.data.sources import load_features
+        from fedaudit.settings import Settings
+
         settings = Settings()
         if out is None:
             settings.recordings_dir.mkdir(parents=True, exist_ok=True)
