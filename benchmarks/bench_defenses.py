@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from fedaudit.attacks import InversionAttack, StatsAttack
+from fedaudit.attacks import AttackerKnowledge, InversionAttack, StatsAttack
 from fedaudit.audit import record_run, shadow_config
 from fedaudit.config import FLConfig
 from fedaudit.data.demo import load_demo
@@ -64,8 +64,8 @@ def main(argv: list[str] | None = None) -> int:
     args.out_dir.mkdir(parents=True, exist_ok=True)
     private, public = load_demo("demo-private"), load_demo("demo-shadow")
     shadows = [UpdateStore.open(x) for x in sorted(args.shadow_dir.glob("*_run*.h5"))]
-    stats = StatsAttack(layers=["fc1"], seed=0).fit(shadows)
-    inversion = InversionAttack(seed=0).fit(public, normalization="global")
+    stats = StatsAttack(layers=["fc1"], seed=0).fit(AttackerKnowledge(shadows=shadows))
+    inversion = InversionAttack(seed=0).fit(AttackerKnowledge(public=public, target_config={"normalization": "global"}))
     rows = {}
     names = args.only or list(SETTINGS)
     for name in names:
@@ -94,7 +94,7 @@ def main(argv: list[str] | None = None) -> int:
                     spath = path.with_name(path.stem + f"_shadow{k}.h5")
                     record_run(scfg, public, spath, overwrite=True, defenses=defenses)
                     mirrored.append(UpdateStore.open(spath))
-                attackers.append(("stats_aware", StatsAttack(layers=["fc1"], seed=0).fit(mirrored)))
+                attackers.append(("stats_aware", StatsAttack(layers=["fc1"], seed=0).fit(AttackerKnowledge(shadows=mirrored))))
             for label, attack in attackers:
                 params = attack.required_parameters()
                 row[f"asr_{label}"] = attack_success(attack.predict_proba, store, params, seed=0).asr

@@ -80,10 +80,12 @@ def attack(
     max_train_updates: Annotated[int | None, typer.Option(min=1, help="cnn: train on at most this many shadow updates.")] = None,
 ) -> None:
     """Infer each client's gender from its recorded updates and score the attack success rate (ASR)."""
-    from fedaudit.audit.attack import attack_target
-    from fedaudit.settings import Settings
-
     with error_boundary():
+        if not target.is_file():  # before the heavy imports: a wrong path is answered at once
+            raise InvalidParameterError(f"Target recording {target} does not exist; check the path.")
+        from fedaudit.audit.attack import attack_target
+        from fedaudit.settings import Settings
+
         counts = _n_updates(n_updates)
         options = {k: v for k, v in {"epochs": epochs, "max_train_updates": max_train_updates}.items()
                    if v is not None}

@@ -11,6 +11,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from fedaudit.cli._common import console, error_boundary
+from fedaudit.exceptions import InvalidParameterError
 
 
 def leakage(
@@ -23,10 +24,12 @@ def leakage(
     json_out: Annotated[Path | None, typer.Option("--json", help="Write the table as JSON.")] = None,
 ) -> None:
     """ASR of each layer alone and fused: where in the model the leakage sits."""
-    from fedaudit.audit.attack import leakage_of_target
-    from fedaudit.cli.attack import result_cells
-
     with error_boundary():
+        if not target.is_file():  # before the heavy imports: a wrong path is answered at once
+            raise InvalidParameterError(f"Target recording {target} does not exist; check the path.")
+        from fedaudit.audit.attack import leakage_of_target
+        from fedaudit.cli.attack import result_cells
+
         fitted, results = leakage_of_target(target, attack=attack_name, model=model, shadows=shadow, repeats=repeats,
                                             seed=seed)
         t = Table(title=f"layer-wise leakage, {fitted.name} attack on {escape(str(target))}")
