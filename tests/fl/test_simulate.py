@@ -6,10 +6,11 @@ import torch
 
 from fedaudit.config import FLConfig
 from fedaudit.exceptions import InvalidParameterError
-from fedaudit.fl import MLP, BaseHook, pseudo_gradient, simulate
+from fedaudit.fl import MLP, pseudo_gradient, simulate
+from fedaudit.hooks import BaseHook
 from fedaudit.fl.simulate import _Federation
 from fedaudit.data.clients import split_clients
-from fedaudit.types import ClientUpdate
+from fedaudit.types import ClientUpdate, DefensePieces
 from tests.conftest import make_table
 
 
@@ -20,17 +21,17 @@ class Collect(BaseHook):
         self.info = None
         self.result = None
 
-    def on_run_start(self, info):
-        self.info = info
+    def on_run_start(self, event):
+        self.info = event
 
-    def on_round_start(self, server_round, client_ids, global_weights):
-        self.globals.append({k: v.copy() for k, v in global_weights.items()})
+    def on_round_start(self, event):
+        self.globals.append({k: v.copy() for k, v in event.global_weights.items()})
 
     def on_client_update(self, update):
         self.updates.append(update)
 
-    def on_run_end(self, result):
-        self.result = result
+    def on_run_end(self, event):
+        self.result = event.result
 
 
 def test_mlp_he_initialisation_and_eval_mode_disables_dropout() -> None:
@@ -147,7 +148,7 @@ def test_transforms_run_before_hooks_and_aggregation() -> None:
         arrays["fc1.weight"] = np.zeros_like(arrays["fc1.weight"])
         return update.with_arrays(arrays)
 
-    result = simulate(FLConfig(rounds=2, seed=0), table, transforms=[zero_first_layer], hooks=[seen])
+    result = simulate(FLConfig(rounds=2, seed=0), table, defenses=DefensePieces(transforms=(zero_first_layer,)), hooks=[seen])
     assert all(not u.arrays["fc1.weight"].any() for u in seen.updates)
     np.testing.assert_array_equal(result.final_weights["fc1.weight"], seen.globals[0]["fc1.weight"])
 
@@ -155,7 +156,7 @@ def test_transforms_run_before_hooks_and_aggregation() -> None:
 def test_hooks_get_ground_truth_only_in_run_info() -> None:
     hook = Collect()
     simulate(FLConfig(rounds=1, seed=0), make_table(), hooks=[hook])
-    assert {c.gender for c in hook.info.clients} == {"F", "M"}
+    assert {c.attributes["gender"] for c in hook.info.clients} == {"F", "M"}
     assert hook.result["rounds"] == 1
 
 
