@@ -445,9 +445,15 @@ class UpdateStore:
 
     def _load_ground_truth(self) -> None:
         self._ground_truth: dict[str, np.ndarray] = {}
-        if fmt.GROUND_TRUTH not in self._f:
-            return
-        gt = self._node(fmt.GROUND_TRUTH, h5py.Group)
+        gt = self._node(fmt.GROUND_TRUTH, h5py.Group)  # a recording without ground truth has it empty
+        if self.verify and self.has_checksums:
+            stored = gt.attrs.get(CHECKSUM_ATTR)
+            if stored is None or int(np.asarray(stored).reshape(-1)[0]) != attrs_digest(gt.attrs):
+                raise DamagedRecordingError(f"{self.path} is damaged: the attributes of /{fmt.GROUND_TRUTH} fail "
+                                            "their checksum.")
+            declared = json.loads(str(gt.attrs["columns"]))
+            if sorted(gt) != sorted(declared):
+                raise _fail(self.path, f"/{fmt.GROUND_TRUTH}", f"holds {sorted(gt)}, but was written with {declared}")
         for key in gt:
             ds = self._column(f"{fmt.GROUND_TRUTH}/{key}", "OSU")
             self._check_within_file(ds, f"/{fmt.GROUND_TRUTH}/{key}")

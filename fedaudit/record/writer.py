@@ -10,6 +10,7 @@ runs can never write (or replace) the same file at once.
 
 from __future__ import annotations
 
+import json
 import math
 import os
 from collections.abc import Mapping, Sequence
@@ -250,6 +251,8 @@ class UpdateWriter:
         for key in keys:
             values = [str(c.attributes.get(key, "")) for c in clients]
             seal(gt.create_dataset(key, data=np.array(values, dtype=object), dtype=STR))
+        gt.attrs["columns"] = json.dumps(sorted(keys))
+        gt.attrs[CHECKSUM_ATTR] = np.uint64(attrs_digest(gt.attrs))
 
         idx = f.create_group(fmt.INDEX)
         for col, dt in fmt.INDEX_COLUMNS.items():
