@@ -7,11 +7,14 @@ attacks all meet through these types, so none of them needs the others.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 import numpy as np
+
+from fedaudit.exceptions import InvalidParameterError
 
 if TYPE_CHECKING:  # torch is heavy; only type checkers need it here
     import torch
@@ -90,6 +93,58 @@ class ClientUpdate:
     bytes_sent: int | None = None
     encrypt_seconds: float | None = None
     decrypt_seconds: float | None = None
+
+    @staticmethod
+    def pseudo_gradient(
+        global_weights: ArrayDict, local_weights: ArrayDict, *, lr: float, local_steps: int
+    ) -> dict[str, np.ndarray]:
+        """FedAvg pseudo-gradient ``(theta_global - theta_local) / (lr * U)``, float32, in float64 arithmetic.
+
+        ``U`` is the number of local optimiser steps (local epochs x mini-batches
+        per epoch). For plain SGD it is the mean of the local mini-batch gradients.
+        Parameters are taken in the order of ``global_weights``.
+
+        Raises
+        ------
+        InvalidParameterError
+            If ``lr`` is not a finite float > 0, ``local_steps`` not an integer
+            >= 1, or ``local_weights`` lacks a parameter or gives it another shape.
+        """
+        if not (isinstance(lr, int | float) and math.isfinite(lr) and lr > 0):
+            raise InvalidParameterError(f"The 'lr' of a pseudo-gradient must be a finite float > 0. Got {lr!r}.")
+        if isinstance(local_steps, bool) or not isinstance(local_steps, int | np.integer) or local_steps < 1:
+            raise InvalidParameterError(
+                f"The 'local_steps' of a pseudo-gradient must be an integer >= 1. Got {local_steps!r}."
+            )
+        scale = 1.0 / (float(lr) * int(local_steps))
+        out: dict[str, np.ndarray] = {}
+        for name, g in global_weights.items():
+            if name not in local_weights:
+                raise InvalidParameterError(f"The local weights lack parameter {name!r} of the global weights.")
+            glob, local = np.asarray(g, dtype=np.float64), np.asarray(local_weights[name], dtype=np.float64)
+            if glob.shape != local.shape:
+                raise InvalidParameterError(
+                    f"Parameter {name!r} has shape {local.shape} in the local weights and {glob.shape} in the global ones."
+                )
+            out[name] = ((glob - local) * scale).astype(np.float32)
+        return out
+
+    @classmethod
+    def from_weights(
+        cls, *, server_round: int, client_id: int, global_weights: ArrayDict, local_weights: ArrayDict,
+        lr: float, local_steps: int, num_samples: int, **fields: Any,
+    ) -> ClientUpdate:
+        """The FedAvg update of a client that got ``global_weights`` and sent back ``local_weights``.
+
+        Its arrays are :meth:`pseudo_gradient`; both weight sets are kept on the
+        update. ``fields`` sets the wire-cost fields (``bytes_sent``, ...).
+        """
+        arrays = cls.pseudo_gradient(global_weights, local_weights, lr=lr, local_steps=local_steps)
+        return cls(
+            server_round=server_round, client_id=client_id, kind="pseudo_gradient", arrays=arrays,
+            num_samples=num_samples, local_steps=int(local_steps), lr=float(lr),
+            global_weights=global_weights, local_weights=local_weights, **fields,
+        )
 
     def with_arrays(self, arrays: ArrayDict) -> ClientUpdate:
         """Return a copy carrying other arrays (for defenses, which are pure)."""

@@ -91,13 +91,7 @@ def pseudo_gradient(
     ``U`` is the number of local optimiser steps (local epochs x mini-batches
     per epoch). For plain SGD it is the mean of the local mini-batch gradients.
     """
-    scale = 1.0 / (lr * local_steps)
-    return {
-        name: ((np.asarray(g, dtype=np.float64) - np.asarray(local_weights[name], dtype=np.float64)) * scale).astype(
-            np.float32
-        )
-        for name, g in global_weights.items()
-    }
+    return ClientUpdate.pseudo_gradient(global_weights, local_weights, lr=lr, local_steps=local_steps)
 
 
 def _params(model: nn.Module) -> dict[str, torch.Tensor]:
