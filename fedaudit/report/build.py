@@ -301,9 +301,9 @@ def _caveats(results: Mapping[str, Any], settings: Sequence[SettingSummary]) -> 
                 if sorted(shadow) != sorted(st.defenses):
                     shown = ", ".join(shadow) or "no defense"
                     out.append(Caveat(kind="shadow_defense_differs", setting=st.id, text=(
-                        f"{st.label}: the {attack['attack']} attack's shadow runs used {shown}, not the target's "
-                        f"{', '.join(st.defenses) or 'no defense'}; its figures may understate what a "
-                        "defense-aware attacker infers.")))
+                        f"{st.label}: the {attack['attack']} attack ({attacker} attacker) learned from shadow runs "
+                        f"with {shown}, not the target's {', '.join(st.defenses) or 'no defense'}; its figures may "
+                        "understate what a defense-aware attacker infers.")))
             best = _best(s for s in st.scores
                          if s.group == "layers" and s.attack == attack["attack"] and s.attacker == attacker)
             if best is not None and best.asr < best.chance - BELOW_CHANCE_MARGIN:

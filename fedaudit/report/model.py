@@ -132,8 +132,8 @@ class Cost:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Cost:
-        return cls(**{k: _opt(data.get(k)) for k in
-                      ("bytes_per_round", "plain_bytes_per_round", "encrypt_seconds", "decrypt_seconds", "wall_seconds")})
+        keys = ("bytes_per_round", "plain_bytes_per_round", "encrypt_seconds", "decrypt_seconds", "wall_seconds")
+        return cls(**{k: _opt(data.get(k)) for k in keys})
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -101,8 +101,10 @@ def _sentence(error: Any, source: str) -> str:
         allowed = ", ".join(map(repr, error.validator_value))
         return f"{source}: {where} must be one of {allowed}; got {error.instance!r}."
     if validator == "type":
-        expected = error.validator_value if isinstance(error.validator_value, str) else " or ".join(error.validator_value)
-        return f"{source}: {where} must be of type {expected}; got {type(error.instance).__name__} {error.instance!r:.60}."
+        allowed = error.validator_value
+        expected = allowed if isinstance(allowed, str) else " or ".join(allowed)
+        got = f"{type(error.instance).__name__} {error.instance!r:.60}"
+        return f"{source}: {where} must be of type {expected}; got {got}."
     if validator in ("minimum", "maximum"):
         bound = ">=" if validator == "minimum" else "<="
         return f"{source}: {where} must be {bound} {error.validator_value}; got {error.instance!r}."
@@ -118,12 +120,18 @@ def _sentence(error: Any, source: str) -> str:
     return f"{source}: {where} is invalid ({message.rstrip('.')})."
 
 
+@cache
+def _validator(name: str) -> Any:
+    import jsonschema
+
+    schema = schema_document(name)
+    return jsonschema.validators.validator_for(schema)(schema)
+
+
 def _validate(document: Any, name: str, source: str) -> None:
     import jsonschema
 
-    validator_cls = jsonschema.validators.validator_for(schema_document(name))
-    validator = validator_cls(schema_document(name))
-    errors = list(validator.iter_errors(document))
+    errors = list(_validator(name).iter_errors(document))
     if errors:
         # The most specific error: deepest path first, then by schema order for a stable choice.
         best = jsonschema.exceptions.best_match(errors)

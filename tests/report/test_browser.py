@@ -25,7 +25,9 @@ ARGUMENTS = (
     "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-quic",
 )
 
-pytestmark = pytest.mark.skipif(not CHROMIUM.exists(), reason=f"{CHROMIUM} is absent (apt-get install chromium chromium-driver)")
+pytestmark = pytest.mark.skipif(
+    not CHROMIUM.exists(), reason=f"{CHROMIUM} is absent (apt-get install chromium chromium-driver)"
+)
 
 
 @pytest.fixture(scope="module")
@@ -87,7 +89,8 @@ def test_the_page_prints(page: Any) -> None:
     options = PrintOptions()
     options.orientation = "landscape"
     pdf = base64.b64decode(page.print_page(options))
-    assert pdf.startswith(b"%PDF") and len(re.findall(rb"/Type\s*/Page\b", pdf)) >= 2, "expected a report of several pages"
+    pages = re.findall(rb"/Type\s*/Page\b", pdf)
+    assert pdf.startswith(b"%PDF") and len(pages) >= 2, "expected a report of several pages"
 
 
 def test_screenshot_for_the_docs(page: Any) -> None:

@@ -66,7 +66,8 @@ def test_summary_names_the_highest_asr_of_the_table(results: dict[str, Any]) -> 
     report = build_report(results)
     top = max(report.settings, key=lambda s: s.leakage.asr)
     assert top.id == "fedsgd-sefl"
-    assert "The highest attack success rate in the table is 97% (95% CI 91-100%, chance 50%), in FedSGD, SEFL" in " ".join(report.summary)
+    highest = "The highest attack success rate in the table is 97% (95% CI 91-100%, chance 50%), in FedSGD, SEFL"
+    assert highest in " ".join(report.summary)
     assert "2 high, 1 medium and 1 low severity, and 2 indistinguishable from chance" in " ".join(report.summary)
 
 
@@ -85,7 +86,8 @@ def test_the_table_holds_every_cell_in_order(results: dict[str, Any]) -> None:
         assert st.leakage.asr == max(x["asr"] for x in singles)
         everything = singles + [res for a in cell["attacks"] for res in a["n_updates"].values()]
         assert st.worst_upper.ci_high == max(x["ci_high"] for x in everything)
-        assert st.utility.test_uar == cell["utility"]["test_uar"] and st.cost.wall_seconds == cell["cost"]["wall_seconds"]
+        assert st.utility.test_uar == cell["utility"]["test_uar"]
+        assert st.cost.wall_seconds == cell["cost"]["wall_seconds"]
         assert len(st.scores) == len(everything)
     udp = report.settings[2]
     eps = list(results["cells"][2]["privacy"][0]["epsilon_per_client"].values())
@@ -210,7 +212,8 @@ def test_defense_aware_attacker_with_other_shadow_defenses_is_a_caveat(results: 
     results = _clean(results)
     results["cells"][2]["attacks"][0]["shadow_defenses"] = ["ldp"]
     caveats = [c for c in build_report(results).caveats if c.kind == "shadow_defense_differs"]
-    assert [c.setting for c in caveats] == ["fedsgd-udp-eps10"] and "used ldp, not the target's udp" in caveats[0].text
+    assert [c.setting for c in caveats] == ["fedsgd-udp-eps10"]
+    assert "learned from shadow runs with ldp, not the target's udp" in caveats[0].text
 
 
 @pytest.mark.parametrize(("asr", "expected"), [(0.44, True), (0.46, False)])
