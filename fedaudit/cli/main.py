@@ -10,6 +10,7 @@ from fedaudit.cli.audit import audit
 from fedaudit.cli.inspect_cmd import inspect
 from fedaudit.cli.leakage import leakage
 from fedaudit.cli.record import record
+from fedaudit.cli.report import report
 from fedaudit.cli.shadow import shadow
 from fedaudit.cli.verify import verify
 
@@ -36,6 +37,7 @@ def _main(
 
 app.command()(audit)
 app.command()(record)
+app.command()(report)
 app.command()(inspect)
 app.command()(shadow)
 app.command()(attack)
