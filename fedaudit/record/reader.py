@@ -313,7 +313,8 @@ class UpdateStore:
 
     def _json(self, name: str) -> Any:
         ds = self._column(name, "u")
-        raw = ds[()]
+        with _part(self.path, f"/{name}"):
+            raw = ds[()]
         self._sealed(ds, raw, f"/{name}")
         with _part(self.path, f"/{name}"):
             return json.loads(bytes(raw).decode()) if len(raw) else None
@@ -360,10 +361,13 @@ class UpdateStore:
                         f"({n} rows, {rounds} rounds) disagree with the data of the finished run "
                         f"({held} rows, {met_held} rounds)")
         for col, ds in [*index_ds.items(), *metric_ds.items()]:
-            self._check_within_file(ds, f"/{ds.name.lstrip('/')}")
-        index = {col: ds[:n] for col, ds in index_ds.items()}
-        sums = sums_ds[:n] if sums_ds is not None else None
-        self._metric_rows = {col: ds[:rounds] for col, ds in metric_ds.items()}
+            with _part(path, f"/{ds.name.lstrip('/')}"):
+                self._check_within_file(ds, f"/{ds.name.lstrip('/')}")
+        with _part(path, f"/{fmt.INDEX}"):
+            index = {col: ds[:n] for col, ds in index_ds.items()}
+            sums = sums_ds[:n] if sums_ds is not None else None
+        with _part(path, f"/{fmt.METRICS}"):
+            self._metric_rows = {col: ds[:rounds] for col, ds in metric_ds.items()}
         self._load_clients()
         self._load_ground_truth()
 
@@ -433,10 +437,11 @@ class UpdateStore:
         clients: dict[str, np.ndarray] = {}
         for col, k in kinds.items():
             ds = self._column(f"{fmt.CLIENTS}/{col}", k)
-            self._check_within_file(ds, f"/{fmt.CLIENTS}/{col}")
-            raw = ds[()]
-            self._sealed(ds, raw, f"/{fmt.CLIENTS}/{col}")
-            clients[col] = ds.asstr()[()] if col == "corpus" else raw
+            with _part(self.path, f"/{fmt.CLIENTS}/{col}"):
+                self._check_within_file(ds, f"/{fmt.CLIENTS}/{col}")
+                raw = ds[()]
+                self._sealed(ds, raw, f"/{fmt.CLIENTS}/{col}")
+                clients[col] = ds.asstr()[()] if col == "corpus" else raw
         if len({len(v) for v in clients.values()}) != 1:
             raise _fail(self.path, f"/{fmt.CLIENTS}", "has columns of different lengths")
         if len(np.unique(clients["client_id"])) != len(clients["client_id"]):
@@ -456,13 +461,15 @@ class UpdateStore:
                 raise _fail(self.path, f"/{fmt.GROUND_TRUTH}", f"holds {sorted(gt)}, but was written with {declared}")
         for key in gt:
             ds = self._column(f"{fmt.GROUND_TRUTH}/{key}", "OSU")
-            self._check_within_file(ds, f"/{fmt.GROUND_TRUTH}/{key}")
-            raw = ds[()]
+            with _part(self.path, f"/{fmt.GROUND_TRUTH}/{key}"):
+                self._check_within_file(ds, f"/{fmt.GROUND_TRUTH}/{key}")
+                raw = ds[()]
             self._sealed(ds, raw, f"/{fmt.GROUND_TRUTH}/{key}")
             if len(raw) != len(self.client_ids):
                 raise _fail(self.path, f"/{fmt.GROUND_TRUTH}/{key}",
                             f"has {len(raw)} entries for {len(self.client_ids)} clients")
-            self._ground_truth[key] = ds.asstr()[()]
+            with _part(self.path, f"/{fmt.GROUND_TRUTH}/{key}"):
+                self._ground_truth[key] = ds.asstr()[()]
 
     def _check_rounds(
         self, index: dict[str, np.ndarray], sums: np.ndarray | None, n: int, rounds: int, bad: np.ndarray
@@ -873,7 +880,7 @@ def verify_recording(path: str | os.PathLike[str]) -> Verification:
         parts: list[str] = []
         for part, check in (("/run/result", lambda: store.result), (f"/{fmt.PRIVACY}", store.privacy),
                             (f"/{fmt.INITIAL_WEIGHTS}", store.initial_weights)):
-            if part == f"/{fmt.INITIAL_WEIGHTS}" and fmt.INITIAL_WEIGHTS not in store._f:
+            if part != "/run/result" and part.lstrip("/") not in store._f:
                 continue
             try:
                 check()
