@@ -136,3 +136,13 @@ def test_example_grids_load_and_bad_keys_are_one_sentence(tmp_path: Path) -> Non
     bad.write_text("rounds = [")
     with pytest.raises(InvalidParameterError, match="not valid TOML"):
         load_audit_config(bad)
+
+
+def test_results_validate_against_the_shipped_schema_and_make_a_report(first_run, tmp_path: Path) -> None:
+    from fedaudit.report import build_report, validate_results, write_report
+
+    out, results, _ = first_run
+    validate_results(json.loads((out / "results.json").read_text()))
+    report = build_report(results)
+    written = write_report(report.to_dict(), tmp_path / "report")
+    assert {p.suffix for p in written} >= {".html", ".md", ".json"}
