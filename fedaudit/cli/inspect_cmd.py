@@ -34,6 +34,8 @@ def inspect(
                 "config": store.config,
                 "versions": store.versions,
                 "result": store.result,
+                "defenses": store.config.get("defenses", {"names": []}),
+                "privacy": [p.to_dict() for p in store.privacy()],
             }
             if as_json:
                 typer.echo(json.dumps(summary, indent=2, sort_keys=True))
@@ -59,6 +61,21 @@ def inspect(
                 ("fedaudit", store.versions.get("fedaudit")),
             ]:
                 head.add_row(key, escape(str(value)) if key != "status" else value)
+            defenses = store.config.get("defenses", {}) or {}
+            names = list(defenses.get("names", []))
+            head.add_row("defenses", escape(", ".join(names)) if names else "none")
+            for name in names:
+                settings = {k: v for k, v in (defenses.get(name) or {}).items() if not isinstance(v, (dict, list))}
+                head.add_row(f"  {name}", escape(", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
+                                                             for k, v in sorted(settings.items()))))
+            for spent in store.privacy():
+                eps = sorted(spent.epsilon_per_client.values())
+                if eps:
+                    text = (f"median {eps[len(eps) // 2]:.2f}, max {eps[-1]:.2f} per client "
+                            f"(delta {spent.delta:g}, {spent.level} level, {spent.accountant})")
+                    if spent.epsilon_aggregate is not None:
+                        text += f"; aggregate view {spent.epsilon_aggregate:.2f}"
+                    head.add_row(f"epsilon spent ({spent.mechanism})", escape(text))
             res = store.result
             if res:
                 head.add_row("best round", str(res.get("best_round")))
