@@ -49,20 +49,27 @@ def _short_name(name: str) -> str:
     return ".".join(name.split(".")[-2:])
 
 
-def parameter_shapes_of(model_or_shapes: nn.Module | Mapping[str, Sequence[int]]) -> dict[str, tuple[int, ...]]:
+def parameter_shapes_of(
+    model_or_shapes: nn.Module | Mapping[str, Sequence[int]], *, shorten: bool = False
+) -> dict[str, tuple[int, ...]]:
     """Parameter name to shape, in model order, from a torch model or a mapping.
 
     A model's parameter ``"layers.fc1.weight"`` is recorded as ``"fc1.weight"``
     (its last two parts, as fedaudit's simulator names them) when those short
-    names are unique, else under its full name.
+    names are unique, else under its full name. A mapping keeps its names
+    unless ``shorten`` (for names read off a state dict).
     """
     if hasattr(model_or_shapes, "named_parameters"):
         named = [(n, tuple(int(d) for d in p.shape)) for n, p in model_or_shapes.named_parameters()]
+        shorten = True
+    elif isinstance(model_or_shapes, Mapping):
+        named = [(str(n), tuple(int(d) for d in s)) for n, s in model_or_shapes.items()]
+    else:
+        named = None
+    if named is not None:
         short = [_short_name(n) for n, _ in named]
-        names = short if len(set(short)) == len(short) else [n for n, _ in named]
+        names = short if shorten and len(set(short)) == len(short) else [n for n, _ in named]
         return {name: shape for name, (_, shape) in zip(names, named, strict=True)}
-    if isinstance(model_or_shapes, Mapping):
-        return {str(n): tuple(int(d) for d in s) for n, s in model_or_shapes.items()}
     raise InvalidParameterError(
         "A recording session needs a torch model (with named_parameters) or a mapping of parameter name to "
         f"shape. Got {type(model_or_shapes).__name__}."
@@ -167,7 +174,7 @@ class RecordingSession:
         if initial_weights is None and hasattr(model_or_shapes, "named_parameters"):
             initial_weights = dict(zip(self.shapes, (_as_numpy(p).copy() for p in model_or_shapes.parameters()),
                                        strict=True))
-        init = self._arrays(initial_weights, what="the initial weights") if initial_weights is not None else None
+        init = self.checked_arrays(initial_weights, what="the initial weights") if initial_weights is not None else None
         self.not_recorded = [k for k in MIRRORED_SETTINGS if k not in self.config]
         recorded_config = {**self.config, "not_recorded": list(self.not_recorded)}
         self.skipped: Counter[str] = Counter()
@@ -217,6 +224,11 @@ class RecordingSession:
             for c in table
         ]
 
+    @property
+    def open_round(self) -> int | None:
+        """The round updates are being recorded for, or ``None`` between rounds."""
+        return self._round
+
     # -- rounds --------------------------------------------------------------
     def start_round(
         self, server_round: int, *, client_ids: Sequence[int] = (), global_weights: Mapping[str, Any] | None = None
@@ -240,7 +252,7 @@ class RecordingSession:
             raise RecordingError(f"Round {server_round} selects clients {unknown}, which are not in the client table.")
         self._round = server_round
         self._selected = tuple(int(c) for c in client_ids)
-        self._global = self._arrays(global_weights, what=f"the global weights of round {server_round}") \
+        self._global = self.checked_arrays(global_weights, what=f"the global weights of round {server_round}") \
             if global_weights is not None else None
 
     def end_round(self, server_round: int, metrics: Mapping[str, float] | None = None) -> None:
@@ -288,7 +300,7 @@ class RecordingSession:
         recorded update, or ``None`` when it was left out (``on_invalid="warn"``).
         """
         where = f"client {client_id} in round {server_round}"
-        arrays = self._arrays(grads, what=f"the gradient of {where}")
+        arrays = self.checked_arrays(grads, what=f"the gradient of {where}")
         update = ClientUpdate(
             server_round=server_round, client_id=client_id, kind="gradient", arrays=arrays,
             num_samples=self._count(num_samples, "num_samples", where), local_steps=self._count(local_steps, "local_steps", where),
@@ -318,8 +330,8 @@ class RecordingSession:
                 )
             glob = self._global
         else:
-            glob = self._arrays(global_weights, what=f"the global weights sent to {where}")
-        local = self._arrays(local_weights, what=f"the local weights of {where}")
+            glob = self.checked_arrays(global_weights, what=f"the global weights sent to {where}")
+        local = self.checked_arrays(local_weights, what=f"the local weights of {where}")
         lr_value = self._lr(lr, where)
         steps = self._count(local_steps, "local_steps", where)
         update = ClientUpdate.from_weights(
@@ -342,7 +354,7 @@ class RecordingSession:
                 f"The update of {where} arrived while round {self._round} is open; end round {self._round} first "
                 "(rounds are recorded in order, each once)."
             )
-        arrays = self._arrays(update.arrays, what=f"the update of {where}")
+        arrays = self.checked_arrays(update.arrays, what=f"the update of {where}")
         for name, arr in arrays.items():
             if not np.isfinite(arr).all():
                 bad = int(np.size(arr) - np.count_nonzero(np.isfinite(arr)))
@@ -357,8 +369,12 @@ class RecordingSession:
         return update
 
     # -- checks ----------------------------------------------------------------
-    def _arrays(self, values: Mapping[str, Any] | Sequence[Any], *, what: str) -> dict[str, np.ndarray]:
-        """Arrays by recorded parameter name, checked against the declared shapes."""
+    def checked_arrays(self, values: Mapping[str, Any] | Sequence[Any], *, what: str) -> dict[str, np.ndarray]:
+        """Arrays by recorded parameter name (from a mapping, or a list in model order), checked against the model.
+
+        Raises :class:`~fedaudit.exceptions.RecordingError` naming the parameter
+        that is missing, extra, of another shape or not numeric.
+        """
         if isinstance(values, Mapping):
             given = dict(values)
             if set(given) != set(self.shapes):  # a model's own names ("layers.fc1.weight") are accepted too
