@@ -67,6 +67,7 @@ class AttackReport:
     predictions: list[ClientPrediction] = field(default_factory=list)  # when the target has no ground truth
     card: dict[str, Any] = field(default_factory=dict)
     saved_model: str | None = None  # the .json card, when the fitted attack was saved
+    warnings: list[str] = field(default_factory=list)  # what weakens or qualifies the figures (setup_warnings)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -342,6 +343,56 @@ def _check_target(target: PathLike) -> Path:
     return target
 
 
+#: FL settings a shadow run must share with its target for the attack to transfer.
+_MIRRORED = ("algorithm", "lr", "batch_size", "local_epochs", "optimizer", "model", "hidden", "dropout",
+             "normalization", "client_fraction", "n_classes")
+#: Defenses whose recorded updates are what a key holder decrypts, not what the server sees.
+_KEY_HOLDER_VIEW = ("sefl",)
+
+
+def setup_warnings(target: PathLike, shadows: Sequence[PathLike] = ()) -> list[str]:
+    """Sentences on what weakens or qualifies an attack's figures on ``target``.
+
+    Few clients (a coarse ASR with a wide interval), shadow runs whose defenses
+    or FL settings differ from the target's (the attacker learned from other
+    updates), and a key holder's view under secure aggregation.
+    """
+    out: list[str] = []
+    with UpdateStore.open(target, warn_incomplete=False) as store:
+        config = dict(store.config)
+        n_clients = len(set(store.index["client_id"].tolist()))
+    if 0 < n_clients < 10:
+        out.append(f"Only {n_clients} clients sent updates: each one moves the ASR by {100 / n_clients:.0f} points, "
+                   "so the interval is wide and the figure coarse.")
+    target_defenses = list((config.get("defenses") or {}).get("names", []))
+    view = [d for d in target_defenses if d in _KEY_HOLDER_VIEW]
+    if view:
+        out.append(f"The target ran secure aggregation ({', '.join(view)}): the server sees ciphertexts only; "
+                   "these figures are what a holder of the private key (any client) sees after decryption.")
+    reported: set[str] = set()
+    for path in shadows:
+        if not Path(path).is_file():  # a saved model's shadow runs may have moved: nothing to compare
+            continue
+        with UpdateStore.open(path, warn_incomplete=False) as shadow:
+            other = dict(shadow.config)
+        shadow_defenses = list((other.get("defenses") or {}).get("names", []))
+        if shadow_defenses != target_defenses and "defenses" not in reported:
+            reported.add("defenses")
+            out.append(
+                f"The shadow runs' defenses ({', '.join(shadow_defenses) or 'none'}) differ from the target's "
+                f"({', '.join(target_defenses) or 'none'}): the attacker learned from other updates than the "
+                "target sends, which can push its ASR far from the real leakage (even below chance); record "
+                "shadow runs with the target's defense."
+            )
+        differing = [k for k in _MIRRORED if k in config and k in other and config[k] != other[k]]
+        new = [k for k in differing if k not in reported]
+        if new:
+            reported.update(new)
+            out.append(f"{Path(path).name} differs from the target in {', '.join(new)}: the shadow setup does not "
+                       "mirror the target's, so the attack may not transfer.")
+    return out
+
+
 def attack_target(
     target: PathLike,
     *,
@@ -403,6 +454,8 @@ def attack_target(
         if save_as:
             saved = save_attack_model(fitted, save_as, models_dir=models_dir, card=card, overwrite=overwrite)
     report = score_attack(fitted, target, layers=layers, n_updates=n_updates, repeats=repeats, seed=seed, card=card)
+    shadow_paths = [p for p in (card or report.card).get("shadow_recordings", [])]
+    report = replace(report, warnings=setup_warnings(target, shadow_paths))
     if saved is not None:
         report = replace(report, saved_model=str(saved))
     return report
@@ -416,13 +469,13 @@ def leakage_of_target(
     shadows: Sequence[PathLike] = (),
     repeats: int = 10,
     seed: int = 0,
-) -> tuple[Attack, dict[str, AttackResult]]:
+) -> tuple[Attack, dict[str, AttackResult], list[str]]:
     """Fit a per-layer attack for a target (or load a saved one) and measure each layer's leakage: ``fedaudit leakage``.
 
     Returns
     -------
     tuple
-        The attack and :func:`layer_leakage` of it on the target.
+        The attack, :func:`layer_leakage` of it on the target, and :func:`setup_warnings`.
     """
     target = _check_target(target)
     if model is not None:
@@ -435,4 +488,6 @@ def leakage_of_target(
             attack, target, shadows=shadows, public_corpora=(), data_roots=(), cache_dir=None, layers=None,
             seed=seed, options=None,
         )
-    return fitted, layer_leakage(fitted, target, repeats=repeats, seed=seed)
+    card = getattr(fitted, "card_", None) or {}
+    shadow_paths = list(card.get("shadow_recordings", [])) if model is not None else [str(p) for p in shadow_files(shadows)]
+    return fitted, layer_leakage(fitted, target, repeats=repeats, seed=seed), setup_warnings(target, shadow_paths)

@@ -76,3 +76,9 @@ def error_boundary() -> Iterator[None]:
 
 def setup_logging(verbose: bool) -> None:
     logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+
+
+def print_warnings(messages: list[str]) -> None:
+    """What weakens a result, in yellow on standard error, one sentence each."""
+    for message in messages:
+        err_console.print(f"[bold yellow]warning:[/] {escape(message)}")

@@ -11,8 +11,8 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from fedaudit.cli._common import console, error_boundary
-from fedaudit.exceptions import InvalidParameterError
+from fedaudit.cli._common import console, error_boundary, print_warnings
+from fedaudit.exceptions import InvalidParameterError, OutputExistsError
 
 if TYPE_CHECKING:
     from fedaudit.audit.attack import AttackReport
@@ -75,7 +75,7 @@ def attack(
     seed: Annotated[int, typer.Option(min=0, help="Seed of fitting and of the draws.")] = 0,
     show_clients: Annotated[bool, typer.Option("--clients", help="Print per-client results.")] = False,
     json_out: Annotated[Path | None, typer.Option("--json", help="Write the full result as JSON.")] = None,
-    force: Annotated[bool, typer.Option("--force", help="Overwrite an existing saved model.")] = False,
+    force: Annotated[bool, typer.Option("--force", help="Overwrite an existing saved model or --json file.")] = False,
     epochs: Annotated[int | None, typer.Option(min=1, help="cnn: maximum training epochs per layer (default 50).")] = None,
     max_train_updates: Annotated[int | None, typer.Option(min=1, help="cnn: train on at most this many shadow updates.")] = None,
 ) -> None:
@@ -83,6 +83,8 @@ def attack(
     with error_boundary():
         if not target.is_file():  # before the heavy imports: a wrong path is answered at once
             raise InvalidParameterError(f"Target recording {target} does not exist; check the path.")
+        if json_out is not None and json_out.exists() and not force:
+            raise OutputExistsError(f"{json_out} already exists.")
         from fedaudit.audit.attack import attack_target
         from fedaudit.settings import Settings
 
@@ -101,6 +103,7 @@ def attack(
         if report.saved_model is not None:
             console.print(f"saved attack model {escape(report.saved_model)}")
         _print_report(report, show_clients)
+        print_warnings(report.warnings)
         if json_out:
             json_out.write_text(json.dumps(report.to_dict(), indent=2, default=str))
             console.print(f"wrote {escape(str(json_out))}")

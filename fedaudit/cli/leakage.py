@@ -10,8 +10,8 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from fedaudit.cli._common import console, error_boundary
-from fedaudit.exceptions import InvalidParameterError
+from fedaudit.cli._common import console, error_boundary, print_warnings
+from fedaudit.exceptions import InvalidParameterError, OutputExistsError
 
 
 def leakage(
@@ -22,15 +22,18 @@ def leakage(
     repeats: Annotated[int, typer.Option(min=1, help="Draws per client.")] = 10,
     seed: Annotated[int, typer.Option(min=0)] = 0,
     json_out: Annotated[Path | None, typer.Option("--json", help="Write the table as JSON.")] = None,
+    force: Annotated[bool, typer.Option("--force", help="Overwrite an existing --json file.")] = False,
 ) -> None:
     """ASR of each layer alone and fused: where in the model the leakage sits."""
     with error_boundary():
         if not target.is_file():  # before the heavy imports: a wrong path is answered at once
             raise InvalidParameterError(f"Target recording {target} does not exist; check the path.")
+        if json_out is not None and json_out.exists() and not force:
+            raise OutputExistsError(f"{json_out} already exists.")
         from fedaudit.audit.attack import leakage_of_target
         from fedaudit.cli.attack import result_cells
 
-        fitted, results = leakage_of_target(target, attack=attack_name, model=model, shadows=shadow, repeats=repeats,
+        fitted, results, notes = leakage_of_target(target, attack=attack_name, model=model, shadows=shadow, repeats=repeats,
                                             seed=seed)
         t = Table(title=f"layer-wise leakage, {fitted.name} attack on {escape(str(target))}")
         for col in ("layer", "ASR", "95% CI", "UAR", "ROC AUC", "chance"):
@@ -39,5 +42,6 @@ def leakage(
             label = name if name == "fused" else f"{i + 1} ({name})"
             t.add_row(label, *result_cells(r))
         console.print(t)
+        print_warnings(notes)
         if json_out:
             json_out.write_text(json.dumps({k: v.to_dict() for k, v in results.items()}, indent=2, default=str))
