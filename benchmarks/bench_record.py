@@ -16,6 +16,11 @@ ratios are what the targets are about.
 3. Reader: one layer (fc1) of all updates, of one client and of one round via
    ``UpdateStore`` (contiguous slice reads) vs the same rows with an h5py fancy
    (index-list) read.
+4. Checksums: (a) the write of item 2 with and without the chunk checksums
+   (the hash replaced by a constant in one arm); (b) opening and reading every
+   parameter of every row with ``UpdateStore.open(verify=True)`` vs
+   ``verify=False``. Target: verification costs at most 10% of a full-file read
+   (median ratio <= 1.10).
 
 Usage::
 
@@ -49,11 +54,14 @@ if str(ROOT) not in sys.path:
 
 import torch  # noqa: E402
 
+import fedaudit.record.writer as record_writer  # noqa: E402
+from fedaudit.audit import record_run  # noqa: E402
 from fedaudit.config import FLConfig  # noqa: E402
 from fedaudit.fl.models import build_model, parameter_shapes  # noqa: E402
 from fedaudit.fl.simulate import simulate  # noqa: E402
-from fedaudit.record.run import record_run  # noqa: E402
-from fedaudit.record.store import ClientRow, UpdateStore, _runs  # noqa: E402
+from fedaudit.hooks import ClientInfo  # noqa: E402
+from fedaudit.record import UpdateStore  # noqa: E402
+from fedaudit.record.reader import _runs  # noqa: E402
 from fedaudit.types import ClientUpdate  # noqa: E402
 
 MB = 1e6
@@ -187,8 +195,9 @@ def write_h5(path: Path, shapes: dict[str, tuple[int, ...]], pool: list[dict[str
     n_clients = per_round * 4
     writer = UpdateStore.create(
         path, config={"bench": True}, parameter_shapes=shapes,
-        clients=[ClientRow(client_id=c, corpus="bench", n_train=40, n_val=8) for c in range(n_clients)],
-        ground_truth={"gender": ["F"] * n_clients, "speaker_id": [f"s{c}" for c in range(n_clients)]},
+        clients=[ClientInfo(client_id=c, corpus="bench", n_train=40, n_val=8,
+                            attributes={"gender": "F", "speaker_id": f"s{c}"}) for c in range(n_clients)],
+        metric_names=["val_uar", "val_acc", "test_uar", "test_acc", "train_loss", "n_clients"],
         overwrite=True,
     )
     k = 0
@@ -343,6 +352,74 @@ def bench_read(path: Path, repeats: int) -> list[dict[str, Any]]:
         store.close()
 
 
+# -- 4. checksums --------------------------------------------------------------
+def bench_write_checksums(n_updates: int, per_round: int, repeats: int, out_dir: Path) -> dict[str, Any]:
+    """The same writes with the chunk checksums and with the hash replaced by a constant."""
+    shapes = model_shapes()
+    pool = make_pool(shapes, 8)
+    n_rounds = max(1, n_updates // per_round)
+    real = record_writer.digest
+
+    def run(hashing: bool, path: Path) -> int:
+        record_writer.digest = real if hashing else (lambda buf: 0)
+        try:
+            return write_h5(path, shapes, pool, n_rounds, per_round, False)
+        finally:
+            record_writer.digest = real
+
+    run(True, out_dir / "warm.h5")
+    (out_dir / "warm.h5").unlink()
+    with_t, without_t, ratios = [], [], []
+    for i in range(repeats):
+        jobs = [("with", True), ("without", False)]
+        if i % 2:
+            jobs.reverse()
+        res = {}
+        for name, hashing in jobs:
+            path = out_dir / f"c_{name}.h5"
+            res[name] = timed(lambda hashing=hashing, path=path: run(hashing, path))[0]
+            path.unlink()
+        with_t.append(res["with"])
+        without_t.append(res["without"])
+        ratios.append(res["with"] / res["without"])
+        print(f"  [write checksums {i + 1}/{repeats}] with {res['with']:.3f}s  without {res['without']:.3f}s  "
+              f"ratio {ratios[-1]:.3f}", flush=True)
+    return {"n_updates": n_rounds * per_round, "repeats": repeats, "with_s": spread(with_t),
+            "without_s": spread(without_t), "ratio": spread(ratios), "ratios": ratios}
+
+
+def bench_verify(path: Path, repeats: int) -> dict[str, Any]:
+    """Open + read every parameter of every row, with and without verification (same file, same process)."""
+    def full_read(verify: bool) -> tuple[float, float]:
+        gc.collect()
+        t0 = time.perf_counter()
+        store = UpdateStore.open(path, verify=verify)
+        t1 = time.perf_counter()
+        try:
+            for name in store.parameter_names:
+                store.param(name)
+        finally:
+            store.close()
+        return time.perf_counter() - t0, t1 - t0
+
+    full_read(True), full_read(False)  # warm page cache
+    on_t, off_t, open_on, open_off, ratios = [], [], [], [], []
+    for i in range(repeats):
+        jobs = [True, False] if i % 2 == 0 else [False, True]
+        res = {v: full_read(v) for v in jobs}
+        on_t.append(res[True][0])
+        off_t.append(res[False][0])
+        open_on.append(res[True][1])
+        open_off.append(res[False][1])
+        ratios.append(res[True][0] / res[False][0])
+        print(f"  [verify {i + 1}/{repeats}] verify {res[True][0]:.3f}s  no-verify {res[False][0]:.3f}s  "
+              f"ratio {ratios[-1]:.3f}", flush=True)
+    med = statistics.median(ratios)
+    return {"file_mb": path.stat().st_size / MB, "repeats": repeats, "verify_s": spread(on_t),
+            "no_verify_s": spread(off_t), "open_verify_s": spread(open_on), "open_no_verify_s": spread(open_off),
+            "ratio": spread(ratios), "ratios": ratios, "target": "ratio <= 1.10", "pass": med <= 1.10}
+
+
 # -- report ------------------------------------------------------------------
 def markdown(report: dict[str, Any]) -> str:
     out = []
@@ -374,6 +451,22 @@ def markdown(report: dict[str, Any]) -> str:
                    f"| {r['fancy_s']['median'] * 1e3:.1f} | {r['contiguous_mb_s']:.0f} | {r['fancy_mb_s']:.0f} "
                    f"| {fmt_spread(r['ratio_fancy_over_contiguous'], 2)} "
                    f"| {fmt_spread(r['ratio_fancy_over_library'], 2)} |")
+    if report.get("checksums"):
+        c = report["checksums"]
+        out.append("\n### 4. Checksums\n")
+        if "write" in c:
+            w = c["write"]
+            out.append(f"Write of {w['n_updates']} updates with chunk checksums vs the hash replaced by a constant: "
+                       f"{w['with_s']['median']:.3f} s vs {w['without_s']['median']:.3f} s, ratio "
+                       f"{fmt_spread(w['ratio'])}.\n")
+        if "verify" in c:
+            v = c["verify"]
+            out.append("| file MB | open+read, verify s | open+read, no verify s | open, verify s | open, no verify s "
+                       "| ratio, median (min..max) | target | verdict |")
+            out.append("|---|---|---|---|---|---|---|---|")
+            out.append(f"| {v['file_mb']:.0f} | {v['verify_s']['median']:.3f} | {v['no_verify_s']['median']:.3f} "
+                       f"| {v['open_verify_s']['median']:.3f} | {v['open_no_verify_s']['median']:.3f} "
+                       f"| {fmt_spread(v['ratio'])} | <= 1.10 | {'PASS' if v['pass'] else 'FAIL'} |")
     return "\n".join(out)
 
 
@@ -393,7 +486,7 @@ def main(argv: list[str] | None = None) -> int:
                         "make a run 5-10x slower and its time erratic; 0 keeps torch's default)")
     p.add_argument("--json", type=Path, default=None, help="also write the raw figures to this JSON file")
     p.add_argument("--quick", action="store_true", help="short smoke run (20/5 rounds, 2 repeats, 30 updates)")
-    p.add_argument("--skip", nargs="*", default=[], choices=["overhead", "fedavg", "write", "read"],
+    p.add_argument("--skip", nargs="*", default=[], choices=["overhead", "fedavg", "write", "read", "checksums"],
                    help="parts to skip")
     args = p.parse_args(argv)
     if args.quick:
@@ -410,7 +503,7 @@ def main(argv: list[str] | None = None) -> int:
     report: dict[str, Any] = {"date": started.isoformat(timespec="seconds"), "machine": machine_info(),
                               "command": " ".join([Path(sys.executable).name, *sys.argv]),
                               "args": {k: str(v) for k, v in vars(args).items()}, "out_dir": str(out_dir),
-                              "overhead": [], "write": [], "read": []}
+                              "overhead": [], "write": [], "read": [], "checksums": {}}
     t_start = time.perf_counter()
     try:
         table, table_desc = load_table()
@@ -427,6 +520,11 @@ def main(argv: list[str] | None = None) -> int:
             if not kept.exists():
                 record_run(FLConfig(rounds=args.rounds), table, kept, overwrite=True)
             report["read"] = bench_read(kept, max(args.repeats, 5))
+        if "checksums" not in args.skip:
+            report["checksums"]["write"] = bench_write_checksums(args.write_updates, 3, args.repeats, out_dir)
+            if not kept.exists():
+                record_run(FLConfig(rounds=args.rounds), table, kept, overwrite=True)
+            report["checksums"]["verify"] = bench_verify(kept, max(args.repeats, 5))
         report["machine"]["loadavg_end"] = os.getloadavg()
         report["elapsed_s"] = time.perf_counter() - t_start
         md = markdown(report)

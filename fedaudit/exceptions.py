@@ -7,6 +7,7 @@ and subclasses the builtin that fits so callers may catch either one.
 from __future__ import annotations
 
 __all__ = [
+    "AudioFormatWarning",
     "CorpusError",
     "DamagedRecordingError",
     "DamagedRowsWarning",
@@ -87,3 +88,7 @@ class IncompleteRecordingWarning(FedAuditWarning):
 
 class DamagedRowsWarning(FedAuditWarning):
     """Update rows of a recording failed their checksums and are left out of what the store serves."""
+
+
+class AudioFormatWarning(FedAuditWarning):
+    """Audio files were mixed down to mono, or a corpus mixes sampling rates."""

@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Protocol
 import numpy as np
 
 from fedaudit.data.table import FeatureTable, check_corpus_table
-from fedaudit.exceptions import FeatureError, InvalidParameterError, SkippedAudioWarning
+from fedaudit.exceptions import AudioFormatWarning, FeatureError, InvalidParameterError, SkippedAudioWarning
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -38,6 +38,7 @@ __all__ = [
     "FEATURE_SETS",
     "FeatureSetInfo",
     "MIN_DURATION",
+    "MIN_SAMPLING_RATE",
     "extract_features",
     "feature_names",
 ]
@@ -46,6 +47,10 @@ logger = logging.getLogger(__name__)
 
 #: Audio shorter than this many seconds is skipped.
 MIN_DURATION = 0.1
+#: Files sampled below this rate (Hz) are skipped: speech features need the band up to 4 kHz.
+MIN_SAMPLING_RATE = 8000
+#: Skipped files named in the warning; the log lists all of them.
+LISTED_SKIPPED = 5
 
 # Bump when the features a set produces change, to invalidate old cache files.
 _CACHE_VERSION = "1"
@@ -250,37 +255,65 @@ def feature_names(feature_set: str) -> tuple[str, ...]:
 # --------------------------------------------------------------------------- per-file work
 
 
-def _read_mono(path: str) -> tuple[np.ndarray, int]:
+def _read_mono(path: str) -> tuple[np.ndarray, int, int]:
+    """Samples mixed down to mono (the mean of the channels), the sampling rate and the channel count."""
     import soundfile as sf
 
     data, rate = sf.read(path, dtype="float32", always_2d=True)
-    return data.mean(axis=1) if data.shape[1] > 1 else data[:, 0], int(rate)
+    return (data.mean(axis=1) if data.shape[1] > 1 else data[:, 0]), int(rate), int(data.shape[1])
 
 
-def _extract_one(feature_set: str, path: str) -> tuple[np.ndarray | None, str]:
-    """Features of one file, or ``(None, reason)`` if it must be skipped."""
+def _extract_one(feature_set: str, path: str) -> tuple[np.ndarray | None, str, int, int]:
+    """Features of one file (or ``None`` and the reason to skip it), its channel count and sampling rate."""
     try:
-        signal, rate = _read_mono(path)
+        signal, rate, channels = _read_mono(path)
     except Exception as err:  # soundfile raises several types for unreadable files
-        return None, f"unreadable ({type(err).__name__}: {err})"
+        return None, f"unreadable ({type(err).__name__}: {err})", 0, 0
+    if rate < MIN_SAMPLING_RATE:
+        return None, f"sampled at {rate} Hz, below {MIN_SAMPLING_RATE} Hz", channels, rate
     if signal.size == 0:
-        return None, "empty"
+        return None, "empty", channels, rate
     if signal.size < MIN_DURATION * rate:
-        return None, f"too short ({signal.size / rate:.3f} s < {MIN_DURATION} s)"
+        return None, f"too short ({signal.size / rate:.3f} s < {MIN_DURATION} s)", channels, rate
     try:
         x = _extractor(feature_set)(signal, rate)
     except Exception as err:  # an extractor error on one file must not stop a corpus
-        return None, f"extraction failed ({type(err).__name__}: {err})"
+        return None, f"extraction failed ({type(err).__name__}: {err})", channels, rate
     if not np.all(np.isfinite(x)):
-        return None, "non-finite features"
-    return x, ""
+        return None, "non-finite features", channels, rate
+    return x, "", channels, rate
 
 
 def _extract_chunk(
     feature_set: str, items: Sequence[tuple[int, str]]
-) -> list[tuple[int, np.ndarray | None, str]]:
+) -> list[tuple[int, np.ndarray | None, str, int, int]]:
     """Worker task: extract a chunk of ``(row, path)`` items."""
     return [(i, *_extract_one(feature_set, p)) for i, p in items]
+
+
+def _format_note(channels: Mapping[int, int], rates: Mapping[int, int], ok: np.ndarray) -> str:
+    """What was done to the kept files that are not mono at the common rate (files read in this call), or ``""``."""
+    kept = [i for i in rates if ok[i]]
+    if not kept:
+        return ""
+    mixed = sum(channels[i] > 1 for i in kept)
+    counts: dict[int, int] = {}
+    for i in kept:
+        counts[rates[i]] = counts.get(rates[i], 0) + 1
+    common = max(counts, key=lambda r: (counts[r], r))
+    others = {r: n for r, n in sorted(counts.items()) if r != common}
+    if not mixed and not others:
+        return ""
+    parts = []
+    if mixed:
+        parts.append(f"{mixed} had several channels and were mixed down to mono (the mean of the channels)")
+    if others:
+        listed = ", ".join(f"{n} at {r} Hz" for r, n in others.items())
+        parts.append(f"{listed} (most are at {common} Hz; openSMILE features are computed at each file's own rate, "
+                     "so resample the files to one rate for comparable features)")
+    note = f"Of the {len(kept)} audio files read, " + "; ".join(parts) + "."
+    logger.info("%s", note)
+    return note
 
 
 # --------------------------------------------------------------------------- cache
@@ -341,7 +374,7 @@ def _chunks(items: list[tuple[int, str]], size: int) -> Iterator[list[tuple[int,
 
 def _run_parallel(
     feature_set: str, todo: list[tuple[int, str]], n_jobs: int
-) -> Iterator[list[tuple[int, np.ndarray | None, str]]]:
+) -> Iterator[list[tuple[int, np.ndarray | None, str, int, int]]]:
     """Yield chunk results as they complete."""
     if n_jobs == 1 or len(todo) <= 1:
         for item in todo:
@@ -383,11 +416,17 @@ def extract_features(
 ) -> FeatureTable:
     """Extract one feature vector per audio file of a corpus table.
 
-    Audio is read with soundfile and mixed down to mono. openSMILE sets use the
-    file's own sampling rate; ``"mfcc"`` resamples to 16 kHz. Files that are
-    unreadable, empty, shorter than :data:`MIN_DURATION` seconds or that give
-    non-finite features are skipped and reported in one
-    :class:`~fedaudit.exceptions.SkippedAudioWarning`.
+    Audio is read with soundfile. Files with several channels are mixed down
+    to mono (the mean of the channels). openSMILE sets are computed at each
+    file's own sampling rate; ``"mfcc"`` resamples to 16 kHz. Files sampled
+    below :data:`MIN_SAMPLING_RATE` Hz, unreadable, empty, shorter than
+    :data:`MIN_DURATION` seconds or giving non-finite features are skipped and
+    reported in one :class:`~fedaudit.exceptions.SkippedAudioWarning` (the first
+    :data:`LISTED_SKIPPED` by name and the count; the log lists every one). The
+    same warning (or, when no file was skipped, one
+    :class:`~fedaudit.exceptions.AudioFormatWarning`) says how many files were
+    mixed down, and which sampling rates other than the most common one occur
+    (openSMILE features of different rates are not comparable).
 
     Parameters
     ----------
@@ -424,7 +463,9 @@ def extract_features(
     Warns
     -----
     SkippedAudioWarning
-        Once, if any file was skipped: how many and the first one.
+        Once, if any file was skipped: how many, and the first few with their reasons.
+    AudioFormatWarning
+        Once, if no file was skipped but files were mixed down to mono or differ in sampling rate.
 
     Examples
     --------
@@ -455,6 +496,8 @@ def extract_features(
     x = np.empty((total, n_features), dtype=np.float32)
     ok = np.zeros(total, dtype=bool)
     reasons: dict[int, str] = {}
+    channels: dict[int, int] = {}
+    rates: dict[int, int] = {}
 
     root = Path(cache_dir) if cache_dir is not None else None
     cache_files: list[Path | None] = [None] * total
@@ -473,7 +516,9 @@ def extract_features(
         progress(done, total)
 
     for results in _run_parallel(feature_set, todo, n_jobs):
-        for i, vec, reason in results:
+        for i, vec, reason, n_channels, rate in results:
+            if rate:
+                channels[i], rates[i] = n_channels, rate
             if vec is None:
                 reasons[i] = reason
                 continue
@@ -491,17 +536,23 @@ def extract_features(
             f"(first: {paths[first]}: {reasons[first]}). "
             f"Check the 'path' column points to readable audio of at least {MIN_DURATION} s."
         )
-    if reasons:
-        first = min(reasons)
+    note = _format_note(channels, rates, ok)
+    if reasons:  # one warning in all: the skipped files, and what was done to the others
+        for i in sorted(reasons):
+            logger.warning("skipped %s: %s", paths[i], reasons[i])
+        listed = "; ".join(f"{paths[i]}: {reasons[i]}" for i in sorted(reasons)[:LISTED_SKIPPED])
+        more = len(reasons) - min(len(reasons), LISTED_SKIPPED)
         warnings.warn(
             SkippedAudioWarning(
-                f"Skipped {len(reasons)} of {total} audio files that were unreadable, empty, "
-                f"shorter than {MIN_DURATION} s or gave non-finite features "
-                f"(first: {paths[first]}: {reasons[first]}). "
-                "Fix or remove these files from the corpus table to keep them."
+                f"Skipped {len(reasons)} of {total} audio files ({listed}"
+                + (f"; and {more} more, all listed in the log" if more else "")
+                + "). Fix or remove these files from the corpus table to keep them."
+                + (f" {note}" if note else "")
             ),
             stacklevel=2,
         )
+    elif note:
+        warnings.warn(AudioFormatWarning(note), stacklevel=2)
 
     def col(name: str) -> np.ndarray:
         return table[name].to_numpy().astype(str)[ok]
