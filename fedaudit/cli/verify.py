@@ -18,7 +18,7 @@ def verify(
     as_json: Annotated[bool, typer.Option("--json", help="Print the findings as JSON.")] = False,
 ) -> None:
     """Check a recording's layout, counters and every checksum; exit 4 if any part is damaged."""
-    from fedaudit.record.reader import verify_recording
+    from fedaudit.record import verify_recording
 
     with error_boundary():
         found = verify_recording(path)

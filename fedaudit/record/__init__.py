@@ -5,8 +5,8 @@ Depends only on the ground floor and :mod:`fedaudit.hooks`: any federated loop
 """
 
 from fedaudit.record._h5 import library_versions
-from fedaudit.record.reader import UpdateStore
+from fedaudit.record.reader import UpdateStore, Verification, verify_recording
 from fedaudit.record.recorder import Recorder
 from fedaudit.record.writer import UpdateWriter
 
-__all__ = ["Recorder", "UpdateStore", "UpdateWriter", "library_versions"]
+__all__ = ["Recorder", "UpdateStore", "UpdateWriter", "Verification", "library_versions", "verify_recording"]
