@@ -158,3 +158,32 @@ def test_a_second_writer_of_one_path_is_refused_and_the_lock_goes_with_the_first
     UpdateWriter(path, overwrite=True, **kwargs).finish({})
     with UpdateStore.open(path) as store:
         assert store.complete
+
+
+def test_a_file_left_open_by_a_killed_writer_opens_in_swmr_mode_and_refreshes(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+    import textwrap
+
+    path = tmp_path / "open.h5"
+    script = textwrap.dedent(f"""
+        import os
+        import numpy as np
+        from fedaudit.hooks import ClientInfo
+        from fedaudit.record import UpdateWriter
+        from fedaudit.types import ClientUpdate
+        w = UpdateWriter({str(path)!r}, config={{}}, parameter_shapes={{"a.w": (3,)}}, clients=[ClientInfo(client_id=0)])
+        for r in range(3):
+            w.add(ClientUpdate(server_round=r, client_id=0, kind="gradient", num_samples=1, local_steps=1, lr=0.1,
+                               arrays={{"a.w": np.full(3, r, np.float32)}}))
+            w.commit_round()
+        os._exit(0)
+    """)
+    subprocess.run([sys.executable, "-c", script], check=True, cwd=Path(__file__).resolve().parents[2], timeout=60)
+    with pytest.warns(UserWarning, match="incomplete"):
+        store = UpdateStore.open(path)
+    with store:
+        assert store.swmr and store.rounds_completed == 3 and len(store.damaged_rows) == 0
+        store.refresh()
+        assert store.n_updates == 3 and store.param("a.w")[:, 0].tolist() == [0, 1, 2]
+    assert verify_recording(path).ok
