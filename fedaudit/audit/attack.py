@@ -17,6 +17,8 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
+
 from fedaudit.attacks.base import (
     ATTACKS,
     FUSED,
@@ -27,7 +29,15 @@ from fedaudit.attacks.base import (
     shadow_hash,
 )
 from fedaudit.exceptions import InvalidParameterError
-from fedaudit.metrics.asr import AttackResult, ClientPrediction, attack_success, predict_clients, row_probabilities
+from fedaudit.metrics.asr import (
+    AttackResult,
+    ClientPrediction,
+    attack_success,
+    averaged_draws,
+    best_threshold,
+    predict_clients,
+    row_probabilities,
+)
 from fedaudit.record.reader import UpdateStore
 
 if TYPE_CHECKING:
@@ -284,10 +294,12 @@ def score_attack(
         predictions: list[ClientPrediction] = []
         gt = store.ground_truth()
         if "gender" in gt and len(gt["gender"]):
+            shadows = [Path(p) for p in card.get("shadow_recordings", []) if Path(p).is_file()]
             for k, n in enumerate(n_updates):
+                threshold = 0.5 if n == 1 else averaged_threshold(attack, shadows, n, repeats=repeats, seed=seed)
                 results[str(n)] = attack_success(
                     attack.predict_proba, store, params, repeats=repeats, n_updates=n, seed=seed,
-                    row_proba=proba if n == 1 else None,
+                    row_proba=proba if n == 1 else None, threshold=threshold,
                 )
                 if progress:
                     progress(k + 1, len(n_updates))
@@ -299,6 +311,31 @@ def score_attack(
             fit_seconds=float(card.get("fit_seconds", float("nan"))), score_seconds=per_row,
             updates_scored=store.n_updates, results=results, predictions=predictions, card=card,
         )
+
+
+def averaged_threshold(
+    attack: Attack, shadows: Sequence[PathLike], n_updates: int | str, *, repeats: int = 10, seed: int = 0
+) -> float:
+    """Decision threshold on P("M") for ``n_updates`` averaged updates, set on the attacker's shadow runs.
+
+    The attack's classifier was fitted on single updates; averaging several
+    updates of a client shifts its scores (a ranking can stay perfect while
+    every score crosses 0.5), so the threshold is chosen, by unweighted
+    average recall, on the same kind of averages drawn from the shadow runs,
+    whose genders the attacker owns. Without shadow runs (an attack fitted on
+    public data), 0.5.
+    """
+    if not shadows:
+        return 0.5
+    scores, labels = [], []
+    params = attack.required_parameters()
+    for k, path in enumerate(shadows):
+        with UpdateStore.open(path, warn_incomplete=False) as shadow:
+            s, y = averaged_draws(attack.predict_proba, shadow, params, n_updates=n_updates, repeats=repeats,
+                                  seed=seed + 7919 * (k + 1))
+        scores.append(s)
+        labels.append(y)
+    return best_threshold(np.concatenate(scores), np.concatenate(labels))
 
 
 def layer_leakage(

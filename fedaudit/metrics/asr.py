@@ -18,7 +18,15 @@ import numpy as np
 from fedaudit.types import GENDERS
 from fedaudit.exceptions import InvalidParameterError
 
-__all__ = ["AttackResult", "ClientPrediction", "attack_success", "predict_clients", "row_probabilities"]
+__all__ = [
+    "AttackResult",
+    "ClientPrediction",
+    "attack_success",
+    "averaged_draws",
+    "best_threshold",
+    "predict_clients",
+    "row_probabilities",
+]
 
 #: Predicts ``(n, 2)`` probabilities of ("F", "M") from ``{param: (n, ...)}`` arrays.
 Predictor = Callable[[Mapping[str, np.ndarray]], np.ndarray]
@@ -49,6 +57,7 @@ class AttackResult:
     n_clients: int
     repeats: int
     n_updates: int | str
+    threshold: float = 0.5  # P("M") above which the attack says "M" (calibrated for averaged updates)
     clients: list[ClientPrediction] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
@@ -88,6 +97,7 @@ def attack_success(
     seed: int = 0,
     n_bootstrap: int = 1000,
     row_proba: np.ndarray | None = None,
+    threshold: float = 0.5,
 ) -> AttackResult:
     """Score an attack on a recording with ground truth.
 
@@ -109,6 +119,11 @@ def attack_success(
         Resamples of clients for the 95% confidence interval of the ASR.
     row_proba
         Precomputed probabilities of every row (for ``n_updates=1``), to avoid predicting twice.
+    threshold
+        The attack says "M" when P("M") exceeds it. 0.5 suits the classifier's
+        own training distribution (single updates); for averaged updates, set
+        it on averaged shadow updates (:func:`averaged_draws` and
+        :func:`best_threshold`), since averaging shifts the scores.
     """
     if repeats < 1:
         raise InvalidParameterError(f"repeats must be >= 1. Got {repeats!r}.")
@@ -138,11 +153,11 @@ def attack_success(
             arrays = {name: store.param(name, rows) for name in params}
             data = {name: a[draws].astype(np.float64).mean(axis=1) for name, a in arrays.items()}
             p = predict(data)
-        pred = p.argmax(axis=1)
+        pred = (p[:, 1] > threshold).astype(int)
         score = float(np.mean(pred == y))
         p_f = float(p[:, 0].mean())
         clients.append(ClientPrediction(
-            client_id=int(cid), n_updates=len(rows), predicted=GENDERS[int(p_f < 0.5)], p_female=p_f,
+            client_id=int(cid), n_updates=len(rows), predicted=GENDERS[int(1.0 - p_f > threshold)], p_female=p_f,
             truth=GENDERS[y], score=score,
         ))
         draw_y.extend([y] * len(p))
@@ -160,8 +175,57 @@ def attack_success(
     return AttackResult(
         asr=asr, uar=uar, auc=_roc_auc(np.array(draw_y), np.array(draw_p)), chance=chance,
         ci_low=float(lo), ci_high=float(hi), n_clients=len(clients), repeats=repeats, n_updates=n_updates,
-        clients=clients,
+        threshold=float(threshold), clients=clients,
     )
+
+
+def averaged_draws(
+    predict: Predictor, store: Any, params: Sequence[str], *, n_updates: int | str, repeats: int = 10, seed: int = 0
+) -> tuple[np.ndarray, np.ndarray]:
+    """P("M") of ``repeats`` draws of ``n_updates`` averaged updates per client, and each draw's gender (0 = F).
+
+    The same draws as :func:`attack_success` makes, on a recording whose ground truth the
+    caller owns (a shadow run), to calibrate the decision threshold for averaged updates.
+    """
+    truth = store.ground_truth()["gender"]
+    rng = np.random.default_rng(seed)
+    scores, labels = [], []
+    for position, cid in enumerate(store.client_ids.tolist()):
+        rows = store.client_rows(cid)
+        if len(rows) == 0:
+            continue
+        arrays = {name: store.param(name, rows).astype(np.float64) for name in params}
+        if n_updates == "all":
+            data = {name: a.mean(axis=0, keepdims=True) for name, a in arrays.items()}
+        else:
+            k = min(int(n_updates), len(rows))
+            draws = np.stack([rng.choice(len(rows), size=k, replace=False) for _ in range(repeats)])
+            data = {name: a[draws].mean(axis=1) for name, a in arrays.items()}
+        p_m = predict(data)[:, 1]
+        scores.append(p_m)
+        labels.append(np.full(len(p_m), GENDERS.index(str(truth[position]))))
+    if not scores:
+        return np.empty(0), np.empty(0, dtype=int)
+    return np.concatenate(scores), np.concatenate(labels)
+
+
+def best_threshold(scores: np.ndarray, labels: np.ndarray) -> float:
+    """The threshold on P("M") with the highest unweighted average recall on ``(scores, labels)``.
+
+    Candidates are the midpoints between sorted distinct scores (and 0.5); ties go to the
+    candidate nearest 0.5. With one gender only, 0.5.
+    """
+    scores, labels = np.asarray(scores, float), np.asarray(labels, int)
+    if scores.size == 0 or len(np.unique(labels)) < 2:
+        return 0.5
+    distinct = np.unique(scores)
+    candidates = np.unique(np.r_[0.5, (distinct[1:] + distinct[:-1]) / 2])
+    pred = scores[None, :] > candidates[:, None]
+    recall_m = (pred & (labels == 1)).sum(axis=1) / max(1, int((labels == 1).sum()))
+    recall_f = (~pred & (labels == 0)).sum(axis=1) / max(1, int((labels == 0).sum()))
+    uar_at = (recall_m + recall_f) / 2
+    best = np.flatnonzero(uar_at >= uar_at.max() - 1e-12)
+    return float(candidates[best[np.argmin(np.abs(candidates[best] - 0.5))]])
 
 
 def predict_clients(

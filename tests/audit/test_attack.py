@@ -119,3 +119,21 @@ def test_recording_without_ground_truth_gets_predictions_only(recordings, target
     assert correct > 0.7  # measured 1.00 on this fixture
     with UpdateStore.open(path) as store, pytest.raises(InvalidParameterError, match="holds no ground truth"):
         attack.score(store)
+
+
+def test_averaged_updates_are_scored_at_a_threshold_set_on_averaged_shadow_updates(recordings) -> None:
+    from fedaudit.audit.attack import averaged_threshold, fit_attack, score_attack
+    from fedaudit.metrics import attack_success
+    from fedaudit.record import UpdateStore
+
+    attack, card = fit_attack("stats", shadows=recordings["shadows"], seed=0)
+    report = score_attack(attack, recordings["target"][0], n_updates=(1, "all"), card=card)
+    expected = averaged_threshold(attack, recordings["shadows"], "all", repeats=10, seed=0)
+    assert report.results["1"].threshold == 0.5
+    assert report.results["all"].threshold == expected
+    with UpdateStore.open(recordings["target"][0]) as store:
+        direct = attack_success(attack.predict_proba, store, attack.required_parameters(), n_updates="all",
+                                seed=0, threshold=expected)
+    assert report.results["all"].asr == direct.asr
+    # Without shadow runs (a public-data attack) nothing can be calibrated.
+    assert averaged_threshold(attack, [], 5) == 0.5

@@ -92,3 +92,16 @@ def test_bad_arguments(kwargs) -> None:
     store = FakeStore({0: [0.1]}, ["F"])
     with pytest.raises(InvalidParameterError):
         attack_success(predict, store, ["x"], **kwargs)
+
+
+def test_best_threshold_follows_scores_that_averaging_shifted() -> None:
+    from fedaudit.metrics.asr import best_threshold
+
+    # Every score above 0.5, yet the ranking is perfect: 0.5 would call everyone "M".
+    scores = np.array([0.60, 0.65, 0.70, 0.80, 0.85, 0.90])
+    labels = np.array([0, 0, 0, 1, 1, 1])
+    assert best_threshold(scores, labels) == pytest.approx(0.75)
+    # Separable at 0.5 already: 0.5 is kept (the candidate nearest 0.5 among the best).
+    assert best_threshold(np.array([0.1, 0.2, 0.8, 0.9]), np.array([0, 0, 1, 1])) == 0.5
+    assert best_threshold(np.array([0.7, 0.8]), np.array([1, 1])) == 0.5  # one gender: nothing to learn
+    assert best_threshold(np.array([]), np.array([], dtype=int)) == 0.5
