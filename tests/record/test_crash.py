@@ -167,8 +167,8 @@ def test_killing_the_writer_alone_is_one_sentence(tmp_path: Path) -> None:
     assert proc.returncode == 1
     line = _one_sentence(stderr, "error:")
     assert "recording process stopped unexpectedly (killed by SIGKILL)" in line
-    with _open(out) as store:
-        assert store.rounds_completed >= 2
+    with _open(out) as store:  # what the writer had committed when it died (on a loaded machine, maybe nothing)
+        assert store.n_updates == len(store.index["server_round"]) and len(store.damaged_rows) == 0
 
 
 def test_two_forced_runs_to_one_output_never_both_succeed(tmp_path: Path) -> None:
