@@ -322,3 +322,23 @@ def test_damaged_complete_recording(base: dict[str, Path], baseline: dict[str, d
 
 def test_damaged_recording_of_a_killed_run(base: dict[str, Path], baseline: dict[str, dict], tmp_path: Path) -> None:
     _run_group(base["killed"], KILLED, baseline["killed"], tmp_path, prefix="killed/")
+
+
+def test_attack_on_damaged_recordings_is_a_warning_or_one_sentence(base: dict[str, Path], tmp_path: Path) -> None:
+    """`fedaudit attack` leaves damaged rows out with a warning, and refuses an unreadable file in one sentence."""
+    shadow = tmp_path / "shadow.h5"
+    record_run(FLConfig(rounds=4, client_fraction=0.3, seed=2), make_table(seed=1), shadow)
+    main = "from fedaudit.cli.main import app; app(prog_name='fedaudit')"
+    for name, expect_ok in (("flip-data-first-row", True), ("truncate-50", False)):
+        path = tmp_path / name / "run.h5"
+        path.parent.mkdir()
+        shutil.copy(base["complete"], path)
+        DAMAGE[name](path)
+        res = subprocess.run([sys.executable, "-c", main, "attack", str(path), "--attack", "stats", "--shadow",
+                              str(shadow)], cwd=REPO, env=ENV, capture_output=True, text=True, timeout=TIMEOUT * 3)
+        assert "Traceback" not in res.stderr + res.stdout, res.stderr[-3000:]
+        if expect_ok:
+            assert res.returncode == 0 and "warning:" in res.stderr and "damaged update rows" in res.stderr, res.stderr
+        else:
+            lines = _sentences(res.stderr)
+            assert res.returncode != 0 and len(lines) == 1 and lines[0].startswith("error:"), res.stderr
