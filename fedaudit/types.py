@@ -25,6 +25,7 @@ __all__ = [
     "Aggregate",
     "Aggregator",
     "ArrayDict",
+    "CanarySource",
     "ClientTrainer",
     "ClientUpdate",
     "DefensePieces",
@@ -269,6 +270,32 @@ class Aggregator(Protocol):
 
     def server_aggregate(self) -> Aggregate:
         """Aggregate the round's updates."""
+        ...
+
+
+class CanarySource(Protocol):
+    """Canary clients a simulator adds to a run to audit its privacy (``fedaudit.privacy.CanaryClients``).
+
+    Canary updates go through the run's client transforms (clip, noise) like a real
+    client's, with their own random generator; they never reach the model, the hooks
+    (the recording), the utility figures or the real clients' accounting.
+    """
+
+    def round_canaries(self, server_round: int, template: ClientUpdate) -> list[ClientUpdate]:
+        """The canary updates sent in this round, before the client transforms.
+
+        ``template`` is a real update of the round (its kind, sizes, learning rate, shapes).
+        """
+        ...
+
+    def observe_round(
+        self, server_round: int, *, clients: list[ClientUpdate], canaries: list[ClientUpdate]
+    ) -> None:
+        """What the adversary sees this round: the real updates and the canaries' releases, after the transforms."""
+        ...
+
+    def finish(self, accountants: tuple[Accountant, ...]) -> Mapping[str, Any]:
+        """At the end of the run: the audit (claimed epsilon of the canaries, lower bounds), JSON-ready."""
         ...
 
 

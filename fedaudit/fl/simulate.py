@@ -26,7 +26,15 @@ from fedaudit.exceptions import InvalidParameterError
 from fedaudit.fl.models import build_model, parameter_shapes
 from fedaudit.hooks import ClientInfo, Hook, RoundEnd, RoundStart, RunEnd, RunStart
 from fedaudit.metrics.basic import accuracy, uar
-from fedaudit.types import EMOTIONS, ClientTrainer, ClientUpdate, DefensePieces, Participation, PrivacySpent
+from fedaudit.types import (
+    EMOTIONS,
+    CanarySource,
+    ClientTrainer,
+    ClientUpdate,
+    DefensePieces,
+    Participation,
+    PrivacySpent,
+)
 
 __all__ = ["METRIC_NAMES", "RoundMetrics", "SimulationResult", "pseudo_gradient", "simulate"]
 
@@ -234,6 +242,7 @@ def simulate(
     extra_config: Mapping[str, Any] | None = None,
     num_threads: int | None = 1,
     initial_weights: Mapping[str, np.ndarray] | None = None,
+    canaries: CanarySource | None = None,
 ) -> SimulationResult:
     """Simulate federated training of the SER model on ``table``.
 
@@ -263,6 +272,13 @@ def simulate(
     initial_weights
         Start from these weights (``{"fc1.weight": ...}``) instead of the
         seeded He initialisation, e.g. a target run's initial global model.
+    canaries
+        Canary clients auditing the run's privacy (:class:`fedaudit.privacy.CanaryClients`).
+        Each round their updates go through the client transforms (with a random
+        generator of their own) and the source sees them beside the real updates;
+        they never reach the model, the hooks or the real clients' accounting. The
+        audit goes into the run result under ``"privacy_audit"``. Without canaries
+        the run is unchanged.
 
     Returns
     -------
@@ -290,7 +306,7 @@ def simulate(
                 _load_weights(fed.params, initial_weights)
             if defenses.client_trainer is not None:
                 fed.trainer = defenses.client_trainer(fed.model)
-            return _run(config, fed, split, defenses, hooks, data_info or {}, extra_config or {})
+            return _run(config, fed, split, defenses, hooks, data_info or {}, extra_config or {}, canaries)
     finally:
         torch.set_num_threads(previous_threads)
 
@@ -298,11 +314,13 @@ def simulate(
 def _run(
     config: FLConfig, fed: _Federation, split: FederatedSplit, defenses: DefensePieces,
     hooks: Sequence[Hook], data_info: Mapping[str, Any], extra_config: Mapping[str, Any],
+    canaries: CanarySource | None = None,
 ) -> SimulationResult:
     clients = split.clients
     log: dict[str, list[int]] = {"client_id": [], "local_steps": [], "num_samples": [], "server_round": []}
     select_rng = np.random.default_rng([config.seed, 1])
     defense_rng = np.random.default_rng([config.seed, 3])
+    canary_rng = np.random.default_rng([config.seed, 4])  # canary noise never shifts the real clients'
     n_select = clients_per_round(config.client_fraction, len(clients))
     transforms, aggregator = defenses.transforms, defenses.aggregator
     start = RunStart(
@@ -328,6 +346,7 @@ def _run(
         for hook in hooks:
             hook.on_round_start(RoundStart(server_round=server_round, client_ids=selected, global_weights=global_np))
         updates, losses = [], []
+        sent: list[ClientUpdate] = []  # after the transforms, before the aggregator: for the canaries
         for cid in selected:
             if config.algorithm == "fedsgd":
                 update, loss = fed.fedsgd_update(clients[cid], server_round)
@@ -335,12 +354,21 @@ def _run(
                 update, loss = fed.fedavg_update(clients[cid], server_round, global_np)
             for transform in transforms:
                 update = transform(update, defense_rng)
+            if canaries is not None:
+                sent.append(update)
             if aggregator is not None:
                 update = aggregator.client_send(update)
             if update.global_weights is not None and (transforms or aggregator is not None):
                 update = _with_local(update)
             updates.append(update)
             losses.append(loss)
+        if canaries is not None:
+            released = []
+            for canary in canaries.round_canaries(server_round, sent[0]):
+                for transform in transforms:
+                    canary = transform(canary, canary_rng)
+                released.append(canary)
+            canaries.observe_round(server_round, clients=sent, canaries=released)
         if aggregator is not None:
             aggregate = aggregator.server_aggregate()
             fed.apply_mean(aggregate.mean_delta)
@@ -378,6 +406,8 @@ def _run(
     report: dict[str, Any] = {}
     for summary in defenses.summaries:
         report.update(summary(participation))
+    if canaries is not None:
+        report["privacy_audit"] = dict(canaries.finish(defenses.accountants))
     result = SimulationResult(
         config=config, history=history, best_round=best_round, best_weights=best_weights,
         final_weights=_snapshot(fed.params), split=split, privacy=privacy, defense_report=report,
