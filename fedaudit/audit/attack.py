@@ -42,6 +42,7 @@ from fedaudit.record.reader import UpdateStore
 
 if TYPE_CHECKING:
     from fedaudit.data.table import FeatureTable
+    from fedaudit.metrics.permutation import Jackknife, Significance
 
 __all__ = [
     "AttackReport",
@@ -49,11 +50,14 @@ __all__ = [
     "attack_target",
     "fit_attack",
     "layer_leakage",
+    "layer_significance",
     "leakage_of_target",
     "load_public_features",
     "save_attack_model",
     "score_attack",
+    "setup_warnings",
     "shadow_files",
+    "shadow_speaker_warnings",
     "target_config",
 ]
 
@@ -78,6 +82,10 @@ class AttackReport:
     card: dict[str, Any] = field(default_factory=dict)
     saved_model: str | None = None  # the .json card, when the fitted attack was saved
     warnings: list[str] = field(default_factory=list)  # what weakens or qualifies the figures (setup_warnings)
+    #: Permutation test of the single-update ASR (key "1"), when asked for.
+    significance: dict[str, Significance] = field(default_factory=dict)
+    #: Jackknife over shadow runs of the single-update ASR (key "1"), when asked for.
+    jackknife: dict[str, Jackknife] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -390,17 +398,25 @@ _KEY_HOLDER_VIEW = ("sefl",)
 def setup_warnings(target: PathLike, shadows: Sequence[PathLike] = ()) -> list[str]:
     """Sentences on what weakens or qualifies an attack's figures on ``target``.
 
-    Few clients (a coarse ASR with a wide interval), shadow runs whose defenses
-    or FL settings differ from the target's (the attacker learned from other
-    updates), and a key holder's view under secure aggregation.
+    Few clients (a coarse ASR with a wide interval), one client per round, shadow
+    runs whose defenses or FL settings differ from the target's (the attacker
+    learned from other updates), few shadow speakers or a single one of a
+    gender, and a key holder's view under secure aggregation.
     """
     out: list[str] = []
     with UpdateStore.open(target, warn_incomplete=False) as store:
         config = dict(store.config)
         n_clients = len(set(store.index["client_id"].tolist()))
-    if 0 < n_clients < 10:
+        rounds = store.index["server_round"]
+        per_round = int(np.bincount(rounds - rounds.min()).max()) if len(rounds) else 0
+    if 0 < n_clients < FEW_TARGET_CLIENTS:
         out.append(f"Only {n_clients} clients sent updates: each one moves the ASR by {100 / n_clients:.0f} points, "
                    "so the interval is wide and the figure coarse.")
+    if 0 < per_round < 2:
+        out.append(f"At most {per_round} client per round: each global step is one client's update, so the global "
+                   "model follows single clients and secure aggregation hides nothing from whoever decrypts the "
+                   "aggregate; raise the client fraction.")
+    speakers: dict[str, str] = {}
     target_defenses = list((config.get("defenses") or {}).get("names", []))
     view = [d for d in target_defenses if d in _KEY_HOLDER_VIEW]
     if view:
@@ -412,6 +428,10 @@ def setup_warnings(target: PathLike, shadows: Sequence[PathLike] = ()) -> list[s
             continue
         with UpdateStore.open(path, warn_incomplete=False) as shadow:
             other = dict(shadow.config)
+            truth = shadow.ground_truth()
+        if "speaker_id" in truth and "gender" in truth:
+            speakers.update(zip(map(str, truth["speaker_id"].tolist()), map(str, truth["gender"].tolist()),
+                                strict=True))
         shadow_defenses = list((other.get("defenses") or {}).get("names", []))
         if shadow_defenses != target_defenses and "defenses" not in reported:
             reported.add("defenses")
@@ -427,6 +447,95 @@ def setup_warnings(target: PathLike, shadows: Sequence[PathLike] = ()) -> list[s
             reported.update(new)
             out.append(f"{Path(path).name} differs from the target in {', '.join(new)}: the shadow setup does not "
                        "mirror the target's, so the attack may not transfer.")
+    if speakers:
+        out.extend(shadow_speaker_warnings(list(speakers.values())))
+    return out
+
+
+#: Fewer target clients than this make the ASR coarse.
+FEW_TARGET_CLIENTS = 10
+#: Fewer distinct shadow speakers than this let an attack learn speakers rather than gender.
+FEW_SHADOW_SPEAKERS = 8
+
+
+def shadow_speaker_warnings(genders: Sequence[str]) -> list[str]:
+    """Sentences on shadow corpora too small to teach gender: few speakers, or a single speaker of a gender.
+
+    ``genders`` holds one entry per distinct shadow speaker.
+
+    Examples
+    --------
+    >>> shadow_speaker_warnings(["F", "M"] * 10)
+    []
+    >>> len(shadow_speaker_warnings(["F", "M", "M", "M"]))
+    2
+    """
+    out: list[str] = []
+    n = len(genders)
+    if 0 < n < FEW_SHADOW_SPEAKERS:
+        out.append(f"The shadow runs hold only {n} speakers: with so few, the attack learns which shadow speakers "
+                   "resemble which target clients as readily as it learns gender, and an attacker with meaningless "
+                   "labels can score as high; run the permutation test (--permutations) or add shadow speakers.")
+    for gender, word in (("F", "female"), ("M", "male")):
+        count = sum(g == gender for g in genders)
+        if n and count <= 1:
+            out.append(f"The shadow runs hold {count} {word} speaker{'' if count == 1 else 's'}: the attack's notion "
+                       f"of '{word}' is {'that one speaker' if count == 1 else 'undefined'}, so its figure says "
+                       "little about gender; add shadow speakers of that gender.")
+    return out
+
+
+def _check_permutations(permutations: int) -> None:
+    if not isinstance(permutations, (int, np.integer)) or isinstance(permutations, bool) or permutations < 0:
+        raise InvalidParameterError(f"permutations must be an integer >= 0. Got {permutations!r}.")
+
+
+def _uncertainty(
+    attack: Attack, target: PathLike, shadows: Sequence[PathLike], *, layers: Sequence[int] | Sequence[str] | None,
+    repeats: int, seed: int, permutations: int, jackknife: bool, observed: Mapping[str, float] | None,
+    public_corpora: Sequence[str] = (), data_roots: Sequence[PathLike] = (), cache_dir: PathLike | None = None,
+    per_layer: bool = False,
+) -> dict[str, Any]:
+    """The permutation test and the shadow-run jackknife of one fitted attack: ``{"significance", "jackknife"}``."""
+    from fedaudit.audit import significance as sig
+
+    if not attack.needs_shadow:
+        raise InvalidParameterError(
+            f"The {attack.name} attack is not fitted on shadow recordings: --permutations and --jackknife refit on "
+            "the shadow runs, so they apply to shadow-trained attacks only."
+        )
+    files = [Path(p) for p in shadows]
+    missing = [str(p) for p in files if not p.is_file()]
+    if missing or not files:
+        raise InvalidParameterError(
+            f"The permutation test and the jackknife refit the attack on its shadow recordings, but "
+            f"{', '.join(missing) or 'none'} {'is' if len(missing) == 1 else 'are'} not there; give them with --shadow."
+        )
+    public = None
+    if attack.needs_public:
+        public = load_public_features(public_corpora or DEFAULT_PUBLIC_CORPORA, target=target, roots=data_roots,
+                                      cache_dir=cache_dir)
+    with _opened(files) as stores, _opened([target]) as (store,):
+        if per_layer:
+            statistic = sig.layer_statistic(repeats=repeats, seed=seed)
+        else:
+            chosen = resolve_layers(layers, store.layers) if layers is not None else None
+            base = sig.asr_statistic(repeats=repeats, seed=seed)
+
+            def statistic(a: Attack, t: UpdateStore) -> Mapping[str, float]:
+                return base(a.restricted(chosen) if chosen is not None else a, t)
+
+        if observed is None:
+            observed = dict(statistic(attack, store))
+        out: dict[str, Any] = {}
+        if permutations:
+            out["significance"] = sig.permutation_test(
+                attack, shadows=stores, target=store, statistic=statistic, n_permutations=permutations, seed=seed,
+                public=public, observed=observed,
+            )
+        if jackknife:
+            out["jackknife"] = sig.shadow_jackknife(attack, shadows=stores, target=store, statistic=statistic,
+                                                    public=public, observed=observed)
     return out
 
 
@@ -447,6 +556,8 @@ def attack_target(
     save_as: str | None = None,
     models_dir: PathLike = "attack_models",
     overwrite: bool = False,
+    permutations: int = 0,
+    jackknife: bool = False,
 ) -> AttackReport:
     """Fit an attack for a target (or load a saved one), optionally save it, and score it: ``fedaudit attack``.
 
@@ -477,12 +588,18 @@ def attack_target(
         Folder of saved attack models.
     overwrite
         Replace a saved model of the same name.
+    permutations
+        Test the single-update ASR against this many refits on gender-free relabellings of the
+        shadow speakers (:func:`fedaudit.audit.significance.permutation_test`); 0 skips the test.
+    jackknife
+        Also refit leaving one shadow run out at a time, for an interval over shadow runs.
     """
     target = _check_target(target)
+    _check_permutations(permutations)
     saved: Path | None = None
     if model is not None:
-        fitted: Attack | PathLike = model
-        card: dict[str, Any] = {}
+        fitted: Attack | PathLike = load_attack(model) if permutations or jackknife else model
+        card: dict[str, Any] = dict(getattr(fitted, "card_", {}))
     else:
         fitted, card = _fit_for_target(
             attack, target, shadows=shadows, public_corpora=public_corpora, data_roots=data_roots,
@@ -493,6 +610,13 @@ def attack_target(
     report = score_attack(fitted, target, layers=layers, n_updates=n_updates, repeats=repeats, seed=seed, card=card)
     shadow_paths = [p for p in (card or report.card).get("shadow_recordings", [])]
     report = replace(report, warnings=setup_warnings(target, shadow_paths))
+    if (permutations or jackknife) and report.results:
+        assert isinstance(fitted, Attack)
+        report = replace(report, **_uncertainty(
+            fitted, target, shadow_paths, layers=layers, repeats=repeats, seed=seed, permutations=permutations,
+            jackknife=jackknife, observed={"1": report.results["1"].asr} if "1" in report.results else None,
+            public_corpora=public_corpora, data_roots=data_roots, cache_dir=cache_dir,
+        ))
     if saved is not None:
         report = replace(report, saved_model=str(saved))
     return report
@@ -528,3 +652,32 @@ def leakage_of_target(
     card = getattr(fitted, "card_", None) or {}
     shadow_paths = list(card.get("shadow_recordings", [])) if model is not None else [str(p) for p in shadow_files(shadows)]
     return fitted, layer_leakage(fitted, target, repeats=repeats, seed=seed), setup_warnings(target, shadow_paths)
+
+
+def layer_significance(
+    attack: Attack,
+    target: PathLike,
+    *,
+    shadows: Sequence[PathLike] = (),
+    permutations: int,
+    repeats: int = 10,
+    seed: int = 0,
+    observed: Mapping[str, AttackResult] | None = None,
+) -> dict[str, Significance]:
+    """Permutation test of every row of :func:`layer_leakage` (each layer alone, and fused).
+
+    Each refit on a gender-free relabelling of the shadow speakers is scored layer by layer, so
+    one refit serves every row. ``shadows`` defaults to the shadow recordings named in a loaded
+    attack model's card; ``observed`` (the rows already measured) saves scoring the attack again.
+    """
+    _check_permutations(permutations)
+    if permutations == 0:
+        return {}
+    if not shadows:
+        shadows = list((getattr(attack, "card_", None) or {}).get("shadow_recordings", []))
+    present = all(Path(p).exists() for p in shadows)
+    files = [str(p) for p in (shadow_files(shadows) if present else shadows)]
+    found = _uncertainty(attack, _check_target(target), files,
+                         layers=None, repeats=repeats, seed=seed, permutations=permutations, jackknife=False,
+                         per_layer=True, observed=None if observed is None else {k: r.asr for k, r in observed.items()})
+    return found["significance"]
