@@ -559,9 +559,9 @@ def load_attack(path: str | os.PathLike[str]) -> Attack:
         )
     try:
         card = json.loads(js.read_text())
-    except json.JSONDecodeError as err:
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
         raise InvalidParameterError(f"{js} is not valid JSON ({err}); the attack model card is damaged.") from None
-    if card.get("format") != "fedaudit.attack_model":
+    if not isinstance(card, dict) or card.get("format") != "fedaudit.attack_model":
         raise InvalidParameterError(f"{js} is not a fedaudit attack model card.")
     major = str(card.get("format_version", "0")).split(".")[0]
     if major != ATTACK_MODEL_VERSION.split(".")[0]:
@@ -569,24 +569,60 @@ def load_attack(path: str | os.PathLike[str]) -> Attack:
             f"{js} uses attack model format {card.get('format_version')}, but this fedaudit reads "
             f"{ATTACK_MODEL_VERSION.split('.')[0]}.x; refit the attack."
         )
-    name = card.get("attack")
+    _check_card(card, js)
+    name = card["attack"]
     if name not in ATTACKS:
         raise InvalidParameterError(f"{js} holds attack {name!r}, unknown here; known attacks are {sorted(ATTACKS)}.")
+    cls = ATTACKS[name]
+    import inspect
+
+    accepted = set(inspect.signature(cls.__init__).parameters) - {"self"}
+    unknown = sorted(set(card["params"]) - accepted)
+    if unknown:
+        raise InvalidParameterError(
+            f"{js} gives the {name} attack parameters {unknown} it does not take (it takes {sorted(accepted)}); "
+            "the card is damaged or from another fedaudit version: refit the attack."
+        )
     try:
         tensors = torch.load(pt, map_location="cpu", weights_only=True)
     except Exception as err:  # noqa: BLE001 - any failure to load is one clear sentence
         raise InvalidParameterError(f"{pt} could not be loaded safely ({type(err).__name__}: {err}).") from None
-    attack = ATTACKS[name](**card["params"])
-    attack.parameters_ = list(card["parameters"])
-    attack.shapes_ = {k: tuple(v) for k, v in card["shapes"].items()}
-    # Cards written before "layers" was a key: the layers are those of the parameters read.
-    attack.layers_ = list(card.get("layers") or dict.fromkeys(layer_of(p) for p in attack.parameters_))
-    attack.fit_info_ = dict(card.get("fit_info") or {})
-    attack._load_state(tensors, card["state"])
-    attack._set_fusion_weights()
+    if not isinstance(tensors, dict) or not all(isinstance(v, torch.Tensor) for v in tensors.values()):
+        raise InvalidParameterError(f"{pt} does not hold a mapping of names to tensors; the attack model is damaged.")
+    try:
+        attack = cls(**card["params"])
+        attack.parameters_ = list(card["parameters"])
+        attack.shapes_ = {k: tuple(v) for k, v in card["shapes"].items()}
+        # Cards written before "layers" was a key: the layers are those of the parameters read.
+        attack.layers_ = list(card.get("layers") or dict.fromkeys(layer_of(p) for p in attack.parameters_))
+        attack.fit_info_ = dict(card.get("fit_info") or {})
+        attack._load_state(tensors, card["state"])
+        attack._set_fusion_weights()
+    except FedAuditError:
+        raise
+    except (KeyError, TypeError, ValueError, RuntimeError, AttributeError, IndexError) as err:
+        raise InvalidParameterError(
+            f"{js} and {pt.name} do not make a fitted {name} attack ({type(err).__name__}: {err}); "
+            "the model is damaged or from another fedaudit version: refit the attack."
+        ) from None
     attack.card_ = card
     attack.fitted_ = True
     return attack
+
+
+def _check_card(card: Mapping[str, Any], js: Path) -> None:
+    """Validate a card against the shipped JSON Schema before anything is built from it."""
+    import jsonschema
+
+    schema = json.loads((Path(__file__).with_name("attack_model.schema.json")).read_text())
+    errors = sorted(jsonschema.Draft202012Validator(schema).iter_errors(card), key=lambda e: list(e.absolute_path))
+    if errors:
+        err = errors[0]
+        where = "/".join(str(p) for p in err.absolute_path) or "the top level"
+        raise InvalidParameterError(f"{js} is not a valid attack model card: at {where}, {err.message}.")
+    missing = [p for p in card["parameters"] if p not in card["shapes"]]
+    if missing:
+        raise InvalidParameterError(f"{js} reads parameters {missing} but gives no shape for them; the card is damaged.")
 
 
 def _jsonable(obj: Any) -> Any:
