@@ -10,18 +10,19 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from fedaudit.cli._common import console, error_boundary
+from fedaudit.cli._common import NoVerify, console, error_boundary
 
 
 def inspect(
     path: Annotated[Path, typer.Argument(help="A recording written by `fedaudit record`.")],
     as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
+    no_verify: NoVerify = False,
 ) -> None:
     """Show a recording's configuration, clients, rounds, layers, size and completeness."""
     from fedaudit.record import UpdateStore
 
     with error_boundary():
-        with UpdateStore.open(path, warn_incomplete=False) as store:
+        with UpdateStore.open(path, warn_incomplete=False, verify=not no_verify) as store:
             summary = {
                 "path": str(path),
                 "complete": store.complete,
@@ -80,6 +81,14 @@ def inspect(
             if res:
                 head.add_row("best round", str(res.get("best_round")))
                 head.add_row("test UAR", f"{res.get('test_uar', float('nan')):.3f}")
+                audit = res.get("privacy_audit")
+                if isinstance(audit, dict):
+                    claimed = audit.get("epsilon_claimed")
+                    text = (f"lower bound {audit.get('epsilon_lower_bound', 0.0):.2f} "
+                            f"({audit.get('confidence', 0.95):.0%} confidence, delta {audit.get('delta', 0):g}), "
+                            f"claimed {'none' if claimed is None else f'{claimed:.2f}'}; "
+                            f"{audit.get('n_canaries')} canaries")
+                    head.add_row("epsilon audited (canaries)", escape(text))
             console.print(head)
             layers = Table(title="parameters")
             layers.add_column("layer")
