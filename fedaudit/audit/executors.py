@@ -140,9 +140,10 @@ def _attack(key: str, spec: Mapping[str, Any], cache: ResultCache) -> dict[str, 
         counts = [n if n == "all" else int(n) for n in spec["n_updates"]]
         report = score_attack(attack, target, n_updates=counts, repeats=int(spec["repeats"]),
                               seed=int(spec["seed"]), card=card)
+        significance, speaker_notes = _significance(attack, spec, shadows, target, per_layer)
     from fedaudit.exceptions import FedAuditWarning
 
-    notes = sorted({str(w.message) for w in caught if issubclass(w.category, FedAuditWarning)})
+    notes = sorted({str(w.message) for w in caught if issubclass(w.category, FedAuditWarning)}) + speaker_notes
     out = {
         "attack": spec["attack"], "attacker": spec["attacker"], "shadow_defenses": list(spec["shadow_defenses"]),
         "layers": {name: _result(r) for name, r in per_layer.items()},
@@ -150,7 +151,41 @@ def _attack(key: str, spec: Mapping[str, Any], cache: ResultCache) -> dict[str, 
         "fit_seconds": float(card.get("fit_seconds", float("nan"))), "score_seconds": report.score_seconds,
         "warnings": notes,
     }
+    if significance is not None:
+        out["significance"] = significance
     return cache.put("attacks", key, out)
+
+
+def _significance(attack: Any, spec: Mapping[str, Any], shadows: list[Path], target: Path,
+                  per_layer: Mapping[str, Any]) -> tuple[dict[str, Any] | None, list[str]]:
+    """The permutation test of the best single-update ASR over layers (``spec["permutations"]`` refits),
+    and the warnings on the shadow speakers; ``(None, [])`` for an attack without shadow runs."""
+    if not shadows:
+        return None, []
+    from fedaudit.audit.attack import shadow_speaker_warnings
+    from fedaudit.audit.significance import best_layer_statistic, permutation_test, shadow_speakers
+    from fedaudit.record import UpdateStore
+
+    stores = [UpdateStore.open(p, warn_incomplete=False) for p in shadows]
+    try:
+        _, genders = shadow_speakers(stores)
+        notes = shadow_speaker_warnings(genders.tolist())
+        n = int(spec.get("permutations") or 0)
+        if not n or not attack.needs_shadow:
+            return None, notes
+        with UpdateStore.open(target, warn_incomplete=False) as store:
+            statistic = best_layer_statistic(repeats=int(spec["repeats"]), seed=int(spec["seed"]))
+            try:
+                test = permutation_test(attack, shadows=stores, target=store, statistic=statistic, n_permutations=n,
+                                        seed=int(spec["seed"]),
+                                        observed={"best": max(r.asr for r in per_layer.values())},
+                                        statistic_name="best single-update ASR over layers")["best"]
+            except InvalidParameterError as err:  # no gender-free relabelling of these speakers: say so, go on
+                return None, [*notes, str(err)]
+        return test.to_dict(), notes
+    finally:
+        for s in stores:
+            s.close()
 
 
 # -- scheduling -----------------------------------------------------------------------------------
@@ -184,8 +219,11 @@ def _total(task: Any) -> int | None:
     return int(task.spec["config"]["rounds"]) if task.kind == "recording" else None
 
 
-def _ready(todo: list[Any], done: Mapping[str, Any], running: set[str]) -> list[Any]:
-    return [t for t in todo if t.key not in running and t.key not in done and all(d in done for d in t.deps)]
+def _ready(todo: list[Any], done: Mapping[str, Any], running: set[str], slots: int) -> list[Any]:
+    """Tasks to start now: at most ``slots``, attacks first (their results come sooner), then in plan order."""
+    ready = [t for t in todo if t.key not in running and t.key not in done and all(d in done for d in t.deps)]
+    ready.sort(key=lambda t: t.kind != "attack")
+    return ready[: max(0, slots)]
 
 
 def _run_local(todo: list[Any], done: dict[str, Any], cache: ResultCache, *, jobs: int, address: str | None,
@@ -202,7 +240,7 @@ def _run_local(todo: list[Any], done: dict[str, Any], cache: ResultCache, *, job
         futures: dict[Any, Any] = {}
         try:
             while True:
-                for task in _ready(todo, done, {t.key for t in futures.values()}):
+                for task in _ready(todo, done, {t.key for t in futures.values()}, jobs - len(futures)):
                     futures[pool.submit(execute_task, task.kind, task.key, task.spec, str(cache.root), ticks)] = task
                     emit("start", {"key": task.key, "label": task.label, "total": _total(task)})
                 if not futures:
@@ -246,8 +284,9 @@ def _run_ray(todo: list[Any], done: dict[str, Any], cache: ResultCache, *, jobs:
         # One CPU per task: the simulator trains on one thread (its recorder writes from one more process).
         remote = ray.remote(num_cpus=1, max_retries=0)(execute_task)
         refs: dict[Any, Any] = {}
+        capacity = jobs if address is None else max(jobs, int(ray.cluster_resources().get("CPU", jobs)))
         while True:
-            for task in _ready(todo, done, {t.key for t in refs.values()}):
+            for task in _ready(todo, done, {t.key for t in refs.values()}, capacity - len(refs)):
                 refs[remote.remote(task.kind, task.key, task.spec, str(cache.root), None)] = task
                 emit("start", {"key": task.key, "label": task.label, "total": _total(task)})
             if not refs:
