@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -12,13 +13,13 @@ from fedaudit.data.table import FeatureTable
 from fedaudit.hooks import Hook
 from fedaudit.record.recorder import Recorder
 from fedaudit.record.writer import check_output_path
-from fedaudit.types import DefensePieces
+from fedaudit.types import CanarySource, DefensePieces
 
 if TYPE_CHECKING:
     from fedaudit.defenses import Defense
     from fedaudit.fl.simulate import SimulationResult
 
-__all__ = ["build_run_defenses", "data_description", "record_run"]
+__all__ = ["build_run_defenses", "canary_sidecar_path", "data_description", "record_run"]
 
 
 def data_description(table: FeatureTable) -> dict[str, Any]:
@@ -45,6 +46,11 @@ def build_run_defenses(
     return build_defenses(list(defenses), DefenseContext.for_table(config, table))
 
 
+def canary_sidecar_path(out: str | os.PathLike[str]) -> Path:
+    """Where a recording's canary audit is kept: ``<run>.canaries.json`` next to ``<run>.h5``."""
+    return Path(out).with_suffix(".canaries.json")
+
+
 def record_run(
     config: FLConfig,
     table: FeatureTable,
@@ -58,6 +64,7 @@ def record_run(
     data_info: Mapping[str, Any] | None = None,
     extra_config: Mapping[str, Any] | None = None,
     initial_weights: Mapping[str, Any] | None = None,
+    canaries: int | CanarySource | None = None,
 ) -> SimulationResult:
     """Simulate ``config`` on ``table`` with ``defenses`` and write every update to ``out``.
 
@@ -85,6 +92,12 @@ def record_run(
         Added to the recorded data description and configuration.
     initial_weights
         Start from these weights (a target's initial model, for shadow runs).
+    canaries
+        Audit the run's privacy with this many canary clients
+        (:func:`fedaudit.privacy.canary_clients`, seeded by the run's seed), or with a
+        canary source. The audit summary goes into the run result
+        (``"privacy_audit"``); every canary's flag, rounds and score, with the summary,
+        into :func:`canary_sidecar_path` (never into the recording's client data).
     """
     from fedaudit.fl.simulate import simulate
 
@@ -92,6 +105,20 @@ def record_run(
     pieces = build_run_defenses(config, table, defenses)
     info = {**data_description(table), **dict(data_info or {})}
     extra = {"defenses": {"names": [], **dict(pieces.settings)}, **dict(extra_config or {})}
+    source: CanarySource | None = None
+    if isinstance(canaries, int) and not isinstance(canaries, bool) and canaries > 0:
+        from fedaudit.privacy import canary_clients
+
+        source = canary_clients(pieces.settings, n_canaries=canaries, rounds=config.rounds, seed=config.seed)
+    elif canaries is not None and not isinstance(canaries, int):
+        source = canaries
     with Recorder(out, dtype=dtype, store_globals=store_globals, overwrite=overwrite) as recorder:
-        return simulate(config, table, defenses=pieces, hooks=[recorder, *hooks], data_info=info,
-                        extra_config=extra, initial_weights=initial_weights)
+        result = simulate(config, table, defenses=pieces, hooks=[recorder, *hooks], data_info=info,
+                          extra_config=extra, initial_weights=initial_weights, canaries=source)
+    if source is not None:
+        sidecar = {"recording": out.name, "audit": result.defense_report.get("privacy_audit")}
+        table_fn = getattr(source, "canary_table", None)
+        if callable(table_fn):
+            sidecar["canaries"] = table_fn()
+        canary_sidecar_path(out).write_text(json.dumps(sidecar, indent=1))
+    return result

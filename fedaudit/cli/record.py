@@ -88,6 +88,31 @@ def _privacy_rows(privacy: Any) -> list[tuple[str, str]]:
     return rows
 
 
+def audit_table(audit: dict[str, Any]) -> Table:
+    """The epsilon table of a canary audit: claimed against audited, per DP defense."""
+    conf = audit.get("confidence", 0.95)
+    out = Table(title=f"Privacy audit: {audit.get('n_canaries')} canary clients ({audit.get('view')} view, "
+                      f"{audit.get('canaries_per_round', 0):.1f} per round), delta {audit.get('delta', 0):g}",
+                caption=f"LB: lower bound, the larger of one-run and Clopper-Pearson, holds with {conf:.0%} confidence; "
+                        "GDP: an estimate")
+    for col in ("defense", "claimed eps", f"LB {conf:.0%}", "one-run", "CP", "GDP est.", "verdict"):
+        out.add_column(col)
+    bounds, gdp, lower = audit.get("bounds", {}), audit.get("gdp", {}), audit.get("epsilon_lower_bound", 0.0)
+    common = (f"{lower:.2f}", f"{bounds.get('one_run', {}).get('epsilon', 0.0):.2f}",
+              f"{bounds.get('clopper_pearson', {}).get('epsilon', 0.0):.2f}",
+              f"{gdp.get('epsilon', float('nan')):.2f}")
+    claims = audit.get("claimed") or [{"mechanism": "none", "epsilon": None}]
+    for claim in claims:
+        eps = claim.get("epsilon")
+        if eps is None:
+            claimed, verdict = "none", "no DP claim"
+        else:
+            claimed = f"{eps:.2f} ({claim.get('accountant')})"
+            verdict = "[bold red]exceeds[/]" if lower > eps else "[green]below[/]"
+        out.add_row(escape(str(claim.get("mechanism"))), escape(claimed), *common, verdict)
+    return out
+
+
 def record(
     corpus: Annotated[list[str], typer.Option("--corpus", "-c", help="Corpus name; repeat to combine corpora (demo-private, demo-shadow, crema-d, iemocap, msp-improv, emodb, ravdess, manifest).")] = ["demo-private"],  # noqa: B006
     data_root: Annotated[list[Path], typer.Option("--data-root", help="Root folder of each non-demo corpus, in order.")] = [],  # noqa: B006
@@ -126,6 +151,7 @@ def record(
     he_clip: Annotated[float, typer.Option(help="sefl packed: clip of model-delta values.")] = 0.5,
     encrypted_rounds: Annotated[int, typer.Option(min=-1, help="sefl: rounds run with real encryption (-1 = all).")] = 1,
     insecure_key: Annotated[bool, typer.Option("--insecure-key", help="sefl: allow keys below 1024 bits.")] = False,
+    canaries: Annotated[int, typer.Option(min=0, help="Audit the privacy with this many canary clients (0 = off); the audit goes into the run result and <out>.canaries.json.")] = 0,
 ) -> None:
     """Run a simulated federation and record every client update to HDF5."""
     with error_boundary():
@@ -182,7 +208,7 @@ def record(
         ) as prog:
             hook = _ProgressHook(prog, rounds, lambda: out.stat().st_size if out.exists() else 0)
             result = record_run(config, table, out, dtype=dtype, store_globals=store_globals, overwrite=force,
-                                hooks=[hook], defenses=pieces,
+                                hooks=[hook], defenses=pieces, canaries=canaries or None,
                                 extra_config={"defense_spec": describe_options(defense, options)})
         holder["elapsed"] = time.perf_counter() - t0
         summary = result.summary()
@@ -200,3 +226,6 @@ def record(
         ]:
             table_out.add_row(key, str(value))
         console.print(table_out)
+        audit = result.defense_report.get("privacy_audit")
+        if audit:
+            console.print(audit_table(audit))
