@@ -194,22 +194,25 @@ def server_app(setup: Setup, *, out: Path | None, wrap: Any = None) -> Any:
     return app
 
 
-def simulate(server: Any, client: Any, n_clients: int) -> None:
-    """Run Flower's simulation engine (Ray), one CPU per client actor."""
+def simulate(server: Any, client: Any, n_clients: int, *, num_cpus: int | None = None) -> None:
+    """Run Flower's simulation engine (Ray), one CPU per client actor, on ``num_cpus`` CPUs (default: all)."""
     from flwr.simulation import run_simulation
 
-    run_simulation(server_app=server, client_app=client, num_supernodes=n_clients,
-                   backend_config={"client_resources": {"num_cpus": 1, "num_gpus": 0.0}})
+    backend: dict[str, Any] = {"client_resources": {"num_cpus": 1, "num_gpus": 0.0},
+                               "init_args": {"include_dashboard": False}}
+    if num_cpus is not None:
+        backend["init_args"]["num_cpus"] = num_cpus
+    run_simulation(server_app=server, client_app=client, num_supernodes=n_clients, backend_config=backend)
 
 
-def run(setup: Setup, *, out: Path, client_out: Path | None = None) -> list[Path]:
+def run(setup: Setup, *, out: Path, client_out: Path | None = None, num_cpus: int | None = None) -> list[Path]:
     """Train and record ``setup``; returns the recordings written."""
     from fedaudit.integrations.flower import RecordingMod, merge_client_recordings
 
     spool = Path(tempfile.mkdtemp(prefix="fedaudit-spool-")) if client_out is not None else None
     mods = [RecordingMod(spool)] if spool is not None else []
     try:
-        simulate(server_app(setup, out=out), client_app(setup, mods=mods), setup.clients)
+        simulate(server_app(setup, out=out), client_app(setup, mods=mods), setup.clients, num_cpus=num_cpus)
         written = [out]
         if spool is not None and client_out is not None:
             options = recording_options(setup)
@@ -235,12 +238,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, required=True, help="recording of what the server receives")
     parser.add_argument("--client-out", type=Path, help="also record on the clients (RecordingMod) into this file")
+    parser.add_argument("--num-cpus", type=int, help="CPUs Ray may use (default: all)")
     args = parser.parse_args(argv)
     dropout = (0.2, *([0.0] * (len(args.hidden) - 1)))
     setup = Setup(clients=args.clients, rounds=args.rounds, client_fraction=args.fraction, lr=args.lr,
                   local_epochs=args.local_epochs, batch_size=args.batch_size, hidden=tuple(args.hidden),
                   dropout=dropout, seed=args.seed)
-    for path in run(setup, out=args.out, client_out=args.client_out):
+    for path in run(setup, out=args.out, client_out=args.client_out, num_cpus=args.num_cpus):
         print(f"recorded {path}")
     return 0
 

@@ -12,15 +12,32 @@ from typer.testing import CliRunner
 
 from fedaudit.cli.main import app
 from fedaudit.record.reader import UpdateStore
+from tests.integrations.conftest import shared
 
 
 @pytest.fixture(scope="module")
 def shadows(flower_run: dict[str, Any], tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
-    """Shadow runs of the unchanged `fedaudit shadow` step, mirroring the Flower recording's configuration."""
-    from fedaudit.audit import run_shadow
-    from fedaudit.data import load_demo
+    """One shadow run of the unchanged `fedaudit shadow` step, mirroring the Flower recording's configuration."""
 
-    return run_shadow(flower_run["server"], load_demo("demo-shadow"), out_dir=tmp_path_factory.mktemp("shadow"), runs=1)
+    def make(folder: Path) -> dict[str, Any]:
+        from fedaudit.audit import run_shadow
+        from fedaudit.data import load_demo
+
+        return {"paths": [str(p) for p in run_shadow(flower_run["server"], load_demo("demo-shadow"),
+                                                      out_dir=folder / "shadow", runs=1)]}
+
+    return [Path(p) for p in shared(tmp_path_factory, "flower-shadow", make)["paths"]]
+
+
+@pytest.fixture(scope="module")
+def attacks(flower_run: dict[str, Any], shadows: list[Path]) -> dict[str, Any]:
+    """The stats attack fitted on the shadow run, the inversion attack on public features (the demo shadow corpus)."""
+    from fedaudit.audit.attack import fit_attack, load_public_features
+
+    target = flower_run["server"]
+    stats, _ = fit_attack("stats", shadows=shadows, target=target, layers=[1], seed=0)
+    inversion, _ = fit_attack("inversion", public=load_public_features(target=target), target=target, seed=0)
+    return {"stats": stats, "inversion": inversion}
 
 
 @pytest.mark.parametrize("view", ["server", "clients"])
@@ -57,19 +74,16 @@ def test_the_shadow_step_mirrors_the_flower_run(flower_run: dict[str, Any], shad
 
 @pytest.mark.parametrize("view", ["server", "clients"])
 def test_stats_and_inversion_attacks_score_flower_recordings(
-    flower_run: dict[str, Any], shadows: list[Path], view: str
+    flower_run: dict[str, Any], attacks: dict[str, Any], view: str
 ) -> None:
-    from fedaudit.audit.attack import fit_attack, load_public_features, score_attack
+    from fedaudit.audit.attack import score_attack
 
-    target = flower_run[view]
-    stats, _ = fit_attack("stats", shadows=shadows, target=target, layers=[1], seed=0)
-    inversion, _ = fit_attack("inversion", public=load_public_features(target=target), target=target, seed=0)
-    for attack in (stats, inversion):
-        result = score_attack(attack, target, seed=0).results["1"]
+    for attack in attacks.values():
+        result = score_attack(attack, flower_run[view], seed=0).results["1"]
         assert result.n_clients == 10
         assert 0.0 <= result.asr <= 1.0
     # The inversion of the first layer reads gender off these FedAvg updates far better than chance.
-    assert score_attack(inversion, target, seed=0).results["1"].asr >= 0.7
+    assert score_attack(attacks["inversion"], flower_run[view], seed=0).results["1"].asr >= 0.7
 
 
 def test_the_attack_command_audits_a_flower_recording(flower_run: dict[str, Any], shadows: list[Path]) -> None:

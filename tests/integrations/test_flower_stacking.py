@@ -3,64 +3,18 @@ in one real simulation; and the wrapper refuses SecAgg+ aggregates in another.""
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
 
 from fedaudit.record.reader import UpdateStore
-from tests.integrations.conftest import example_app, shared
-
-SERVER_CLIP = 0.05  # bound on the norm of a client's model delta (global - local), server side
-LOCAL_CLIP, EPSILON, DELTA = 0.08, 10.0, 1e-5  # LocalDpMod: clip the delta, then add Gaussian noise
-
-
-def _stacked_run(folder: Path) -> dict[str, Any]:
-    from flwr.clientapp.mod import LocalDpMod
-    from flwr.serverapp.strategy import DifferentialPrivacyServerSideFixedClipping
-
-    from fedaudit.integrations.flower import RecordingMod, RecordingStrategy, merge_client_recordings
-
-    example = example_app()
-    setup = example.Setup(clients=4, rounds=3, hidden=(16,), dropout=(0.0,))
-    options = example.recording_options(setup)
-    paths = {k: folder / f"{k}.h5" for k in ("server_inside", "server_outside", "mod_inner", "mod_outer")}
-
-    def wrap(inner: Any) -> Any:  # RecordingStrategy(DP(RecordingStrategy(FedAvg)))
-        dp = DifferentialPrivacyServerSideFixedClipping(inner, noise_multiplier=0.5, clipping_norm=SERVER_CLIP,
-                                                        num_sampled_clients=setup.clients)
-        return RecordingStrategy(dp, paths["server_outside"], run_config=setup.flower_run_config(),
-                                 client_id_key="partition-id", **options)
-
-    spools = {"mod_outer": folder / "spool_outer", "mod_inner": folder / "spool_inner"}
-    mods = [RecordingMod(spools["mod_outer"]), LocalDpMod(LOCAL_CLIP, LOCAL_CLIP, EPSILON, DELTA),
-            RecordingMod(spools["mod_inner"])]
-    example.simulate(example.server_app(setup, out=paths["server_inside"], wrap=wrap),
-                     example.client_app(setup, mods=mods), setup.clients)
-    for key, spool in spools.items():
-        merge_client_recordings(spool, paths[key], config=options["config"], clients=options["clients"])
-    return {k: str(v) for k, v in paths.items()}
-
-
-def _secagg_run(folder: Path) -> dict[str, Any]:
-    from flwr.simulation import run_simulation
-
-    from tests.integrations._apps import secagg_apps
-
-    errors: list[BaseException] = []
-    server, client = secagg_apps(folder / "secagg.h5", n_clients=3, errors=errors)
-    try:
-        run_simulation(server_app=server, client_app=client, num_supernodes=3,
-                       backend_config={"client_resources": {"num_cpus": 1, "num_gpus": 0.0}})
-    except Exception:  # noqa: BLE001, S110 - the server's error is read from `errors`
-        pass
-    return {"path": str(folder / "secagg.h5"), "errors": [(type(e).__name__, str(e)) for e in errors]}
+from tests.integrations.conftest import DELTA, EPSILON, LOCAL_CLIP, SERVER_CLIP, secagg_run, shared, stacked_run
 
 
 @pytest.fixture(scope="module")
 def stacked(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
-    return shared(tmp_path_factory, "flower-stacked", _stacked_run)
+    return shared(tmp_path_factory, "flower-stacked", stacked_run)
 
 
 def _deltas(path: str) -> tuple[np.ndarray, np.ndarray]:
@@ -109,7 +63,7 @@ def test_wrapper_outside_server_dp_sees_raw_replies_inside_sees_clipped(stacked:
 
 def test_the_wrapper_refuses_secagg_aggregates(tmp_path_factory: pytest.TempPathFactory) -> None:
     """A real SecAgg+ workflow (legacy FedAvg, 3 clients): every reply carries the aggregate."""
-    run = shared(tmp_path_factory, "flower-secagg", _secagg_run)
+    run = shared(tmp_path_factory, "flower-secagg", secagg_run)
     assert run["errors"], "the SecAgg+ run should have stopped at the recorder"
     name, message = run["errors"][0]
     assert name == "SecureAggregationError"
