@@ -320,8 +320,9 @@ def gdp_delta(mu: float, epsilon: float) -> float:
     """
     if mu <= 0:
         return 0.0
-    return float(stats.norm.cdf(-epsilon / mu + mu / 2)
-                 - math.exp(epsilon) * stats.norm.cdf(-epsilon / mu - mu / 2)) if epsilon < 700 else 0.0
+    # e^eps Phi(.) in log space: e^eps overflows for the large epsilons of a large mu
+    second = math.exp(epsilon + float(stats.norm.logcdf(-epsilon / mu - mu / 2)))
+    return max(float(stats.norm.cdf(-epsilon / mu + mu / 2)) - second, 0.0)
 
 
 def gdp_epsilon(mu: float, delta: float) -> float:

@@ -138,3 +138,9 @@ def test_gdp_estimate_recovers_mu_of_gaussian_scores() -> None:
 def test_bad_inputs_are_refused(call, match: str) -> None:
     with pytest.raises(InvalidParameterError, match=match):
         call()
+
+
+def test_gdp_epsilon_of_a_large_mu_does_not_overflow() -> None:
+    eps = gdp_epsilon(60.0, 1e-5)
+    assert eps > 1000  # about mu^2 / 2 + mu z for mu = 60
+    assert gdp_delta(60.0, eps) == pytest.approx(1e-5, rel=1e-6)
