@@ -596,6 +596,11 @@ def attack_target(
     """
     target = _check_target(target)
     _check_permutations(permutations)
+    if (permutations or jackknife) and model is None and not _attack_class(attack).needs_shadow:
+        raise InvalidParameterError(
+            f"The {attack} attack is not fitted on shadow recordings: --permutations and --jackknife refit on "
+            "the shadow runs, so they apply to shadow-trained attacks only."
+        )
     saved: Path | None = None
     if model is not None:
         fitted: Attack | PathLike = load_attack(model) if permutations or jackknife else model
