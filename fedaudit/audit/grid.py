@@ -133,6 +133,9 @@ class AuditConfig:
     undefended_attacker: bool = True
     dtype: str = "float16"
     cnn: Mapping[str, Any] = field(default_factory=dict)
+    #: Refits of each shadow-trained attack on gender-free relabellings of the shadow speakers (the
+    #: permutation test; 0 skips it). Off by default: each refit costs one attack fit (docs/audit.md).
+    permutations: int = 0
     settings: tuple[Setting, ...] = field(default_factory=_default_settings)
 
     def __post_init__(self) -> None:
@@ -146,6 +149,11 @@ class AuditConfig:
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise InvalidParameterError(f"The audit's {name!r} must be an integer >= 1. Got {value!r}.")
+        if not isinstance(self.permutations, int) or isinstance(self.permutations, bool) or self.permutations < 0:
+            raise InvalidParameterError(
+                f"The audit's 'permutations' must be an integer >= 0 (20 or more to reach p < 0.05; 0 skips the "
+                f"permutation test). Got {self.permutations!r}."
+            )
         if self.dtype not in ("float32", "float16"):
             raise InvalidParameterError(f"The audit's 'dtype' must be 'float32' or 'float16'. Got {self.dtype!r}.")
         for n in self.n_updates:
@@ -284,6 +292,8 @@ def plan_audit(config: AuditConfig) -> AuditPlan:
                             "shadow_defenses": list(shadow_defenses), "n_updates": list(config.n_updates),
                             "repeats": config.repeats, "seed": config.seed,
                             "options": dict(config.cnn) if name == "cnn" else {}}
+                    if config.permutations:
+                        spec["permutations"] = config.permutations
                     key = content_key(spec)
                     attacks.setdefault(key, Task(kind="attack", key=key, spec=spec, deps=(target_key, *shadow_keys),
                                                  label=f"{setting.id}: {name} attack ({attacker})"))

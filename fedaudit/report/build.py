@@ -37,10 +37,12 @@ __all__ = [
     "FEW_CLIENTS",
     "HIGH_MARGIN",
     "MEDIUM_MARGIN",
+    "SIGNIFICANCE_LEVEL",
     "WIDE_INTERVAL",
     "build_report",
     "settings_above",
     "severity_of",
+    "significance_verdict",
 ]
 
 #: ``ci_low >= chance + HIGH_MARGIN``: high severity.
@@ -53,6 +55,8 @@ FEW_CLIENTS = 10
 WIDE_INTERVAL = 0.30
 #: An attack whose best ASR is this far below chance is mis-calibrated for the setting (a caveat).
 BELOW_CHANCE_MARGIN = 0.05
+#: A permutation p-value below this is "significant" (as in :mod:`fedaudit.metrics.permutation`).
+SIGNIFICANCE_LEVEL = 0.05
 #: Attackers that learned from shadow runs (the others, such as "public data", have none).
 _SHADOW_ATTACKERS = frozenset({"defense-aware", "undefended"})
 
@@ -188,14 +192,67 @@ def _sentence(setting: SettingSummary, score: Score, severity: Severity) -> str:
             f"{fmt.layer_phrase(score.layer)}: {verdict}.")
 
 
-def _findings(settings: Sequence[SettingSummary]) -> tuple[Finding, ...]:
+def _significance_of(cell: Mapping[str, Any], score: Score) -> Mapping[str, Any] | None:
+    """The permutation test of the attack entry a score comes from, when the audit ran one."""
+    for attack in cell["attacks"]:
+        if attack["attack"] == score.attack and attack["attacker"] == score.attacker:
+            return attack.get("significance")
+    return None
+
+
+def _p(p: float) -> str:
+    return f"{p:.3f}" if p < 0.1 else f"{p:.2f}"
+
+
+def significance_verdict(sig: Mapping[str, Any]) -> str:
+    """The verdict of a permutation test (the ``significance`` object of an attack entry), as a clause.
+
+    Examples
+    --------
+    >>> significance_verdict({"p_value": 0.0476, "n_permutations": 20})
+    'significant at p = 0.048 (N = 20 gender-free relabellings of the shadow speakers)'
+    >>> significance_verdict({"p_value": 0.41, "n_permutations": 20})
+    'not distinguishable from an attacker with meaningless labels (p = 0.41)'
+    """
+    p, n = float(sig["p_value"]), int(sig["n_permutations"])
+    if p < SIGNIFICANCE_LEVEL:
+        return f"significant at p = {_p(p)} (N = {n} gender-free relabellings of the shadow speakers)"
+    return f"not distinguishable from an attacker with meaningless labels (p = {_p(p)})"
+
+
+def _findings(results: Mapping[str, Any], settings: Sequence[SettingSummary]) -> tuple[Finding, ...]:
+    cells = {c["id"]: c for c in results["cells"]}
     rows = [(s, s.leakage) for s in settings if s.leakage is not None]
     rank = {sev: i for i, sev in enumerate(SEVERITIES)}
     rows.sort(key=lambda r: (rank[r[0].severity], -(r[1].ci_low - r[1].chance), -r[1].asr))
-    return tuple(
-        Finding(setting=s.id, label=s.label, severity=s.severity, sentence=_sentence(s, score, s.severity), score=score)
-        for s, score in rows
-    )
+    out = []
+    for s, score in rows:
+        sentence = _sentence(s, score, s.severity)
+        sig = _significance_of(cells[s.id], score)
+        if sig is not None:
+            sentence += (f" Against refits of the same attack on gender-free relabellings of its shadow speakers "
+                         f"(null median {fmt.pct(float(sig['null_median']))}, 95th percentile "
+                         f"{fmt.pct(float(sig['null_p95']))}), this is {significance_verdict(sig)}.")
+        out.append(Finding(setting=s.id, label=s.label, severity=s.severity, sentence=sentence, score=score))
+    return tuple(out)
+
+
+def _significance_summary(results: Mapping[str, Any]) -> str | None:
+    """One sentence on the permutation tests of the shadow-trained attacks, or on their absence."""
+    shadow = [a for c in results["cells"] for a in c["attacks"] if str(a["attacker"]) in _SHADOW_ATTACKERS]
+    if not shadow:
+        return None
+    tested = [a["significance"] for a in shadow if a.get("significance")]
+    if not tested:
+        return ("No permutation test was run (audit key permutations = 0), so no figure here is checked against "
+                "an attacker whose shadow labels mean nothing; with few shadow speakers such an attacker can score "
+                "well above chance.")
+    significant = sum(float(t["p_value"]) < SIGNIFICANCE_LEVEL for t in tested)
+    sizes = sorted({int(t["n_permutations"]) for t in tested})
+    return (f"Permutation test: {significant} of {len(tested)} shadow-trained attacks score significantly above "
+            f"refits on gender-free relabellings of their shadow speakers (p < {SIGNIFICANCE_LEVEL:g}, N = "
+            f"{_and([str(n) for n in sizes])} relabellings); the others are not distinguishable from an attacker "
+            "with meaningless labels.")
 
 
 def _and(words: Sequence[str]) -> str:
@@ -235,6 +292,9 @@ def _summary(results: Mapping[str, Any], settings: Sequence[SettingSummary], fin
     )
     serious = [f for f in findings if f.severity in ("high", "medium")][:3]
     out.extend(f.sentence for f in serious)
+    tested = _significance_summary(results)
+    if tested is not None:
+        out.append(tested)
     defended = [st for st in settings if st.defenses and st.leakage is not None]
     if defended and all(st.severity == "none" for st in defended):
         out.append("No defended setting leaks measurably more than chance to these attacks; that does not make "
@@ -306,6 +366,14 @@ def _caveats(results: Mapping[str, Any], settings: Sequence[SettingSummary]) -> 
                         "understate what a defense-aware attacker infers.")))
             best = _best(s for s in st.scores
                          if s.group == "layers" and s.attack == attack["attack"] and s.attacker == attacker)
+            sig = attack.get("significance")
+            if sig is not None and best is not None and float(sig["p_value"]) >= SIGNIFICANCE_LEVEL \
+                    and severity_of(best.ci_low, best.chance) != "none":
+                out.append(Caveat(kind="not_significant", setting=st.id, text=(
+                    f"{st.label}: the {attack['attack']} attack ({attacker} attacker) scores {fmt.pct(best.asr)}, "
+                    f"above chance, but refits on gender-free relabellings of its shadow speakers score a median "
+                    f"{fmt.pct(float(sig['null_median']))} (95th percentile {fmt.pct(float(sig['null_p95']))}): "
+                    f"{significance_verdict(sig)}.")))
             if best is not None and best.asr < best.chance - BELOW_CHANCE_MARGIN:
                 out.append(Caveat(kind="below_chance", setting=st.id, text=(
                     f"{st.label}: the {attack['attack']} attack ({attacker} attacker) scores {fmt.pct(best.asr)} "
@@ -372,7 +440,7 @@ def build_report(results: Mapping[str, Any], *, title: str = "Federated learning
     """
     validate_results(results)
     settings = tuple(_setting(cell) for cell in results["cells"])
-    findings = _findings(settings)
+    findings = _findings(results, settings)
     caveats = _caveats(results, settings)
     setup = results["setup"]
     return LeakageReport(

@@ -146,3 +146,28 @@ def test_results_validate_against_the_shipped_schema_and_make_a_report(first_run
     report = build_report(results)
     written = write_report(report.to_dict(), tmp_path / "report")
     assert {p.suffix for p in written} >= {".html", ".md", ".json"}
+
+
+def test_permutations_key_tests_shadow_attacks_and_the_report_says_it(tmp_path: Path) -> None:
+    from fedaudit.report import build_report, validate_results
+
+    config = AuditConfig(rounds=3, shadow_runs=1, n_updates=(1,), repeats=3, permutations=2,
+                         settings=(Setting(id="fedsgd"),))
+    stats = next(t for t in plan_audit(config).attacks if t.spec["attack"] == "stats")
+    assert stats.spec["permutations"] == 2
+    assert all("permutations" not in t.spec for t in plan_audit(config).attacks if t.spec["attack"] == "inversion")
+    results = run_audit(config, tmp_path / "audit", jobs=2)
+    validate_results(json.loads((tmp_path / "audit" / "results.json").read_text()))
+    entries = {a["attack"]: a for a in results["cells"][0]["attacks"]}
+    sig = entries["stats"]["significance"]
+    assert sig["n_permutations"] == 2 and sig["p_value"] >= 1 / 3
+    assert sig["observed"] == max(r["asr"] for r in entries["stats"]["layers"].values())
+    assert sig["above_null"] == pytest.approx(sig["observed"] - sig["null_median"])
+    assert "significance" not in entries["inversion"]
+    report = build_report(results)
+    assert any("Permutation test: " in line for line in report.summary)
+    finding = report.findings[0]
+    if finding.score.attack == "stats":
+        assert "gender-free relabellings of its shadow speakers" in finding.sentence
+    with pytest.raises(InvalidParameterError, match="'permutations' must be an integer >= 0"):
+        AuditConfig(permutations=-1)

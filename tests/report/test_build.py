@@ -239,3 +239,23 @@ def test_plots_are_skipped_with_a_reason_when_their_data_is_absent(results: dict
 
 def test_every_plot_is_available_for_the_fixture(results: dict[str, Any]) -> None:
     assert all(p.available for p in build_report(results).plots)
+
+
+def test_findings_summary_and_caveats_say_the_permutation_test(results) -> None:
+    from fedaudit.report.build import build_report
+
+    plain = build_report(results)
+    assert any("No permutation test was run" in line for line in plain.summary)
+    tested = json.loads(json.dumps(results))
+    shadow = [a for c in tested["cells"] for a in c["attacks"] if a["attacker"] in ("defense-aware", "undefended")]
+    for k, attack in enumerate(shadow):
+        weak = k % 2 == 1
+        attack["significance"] = {"p_value": 0.41 if weak else 1 / 21, "n_permutations": 20, "null_median": 0.5,
+                                  "null_p95": 0.7, "above_null": 0.3}
+    report = build_report(tested)
+    line = next(line for line in report.summary if line.startswith("Permutation test:"))
+    assert f"{(len(shadow) + 1) // 2} of {len(shadow)} shadow-trained attacks" in line
+    sentences = " ".join(f.sentence for f in report.findings)
+    assert ("significant at p = 0.048 (N = 20 gender-free relabellings of the shadow speakers)" in sentences
+            or "not distinguishable from an attacker with meaningless labels (p = 0.41)" in sentences)
+    assert all(c.kind != "not_significant" or "(p = 0.41)" in c.text for c in report.caveats)
