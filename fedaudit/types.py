@@ -122,12 +122,14 @@ class ClientUpdate:
         for name, g in global_weights.items():
             if name not in local_weights:
                 raise InvalidParameterError(f"The local weights lack parameter {name!r} of the global weights.")
-            glob, local = np.asarray(g, dtype=np.float64), np.asarray(local_weights[name], dtype=np.float64)
+            glob, local = np.asarray(g), np.asarray(local_weights[name])
             if glob.shape != local.shape:
                 raise InvalidParameterError(
                     f"Parameter {name!r} has shape {local.shape} in the local weights and {glob.shape} in the global ones."
                 )
-            out[name] = ((glob - local) * scale).astype(np.float32)
+            delta = np.subtract(glob, local, dtype=np.float64)  # no float64 copies of the inputs
+            delta *= scale
+            out[name] = delta.astype(np.float32)
         return out
 
     @classmethod
