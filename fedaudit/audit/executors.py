@@ -14,6 +14,7 @@ only), ``("done", {"key", "label", "cached"})``.
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 import queue as queue_mod
@@ -26,7 +27,15 @@ from typing import Any
 from fedaudit.audit.cache import ResultCache
 from fedaudit.exceptions import FedAuditError, InvalidParameterError
 
-__all__ = ["EXECUTORS", "execute_task", "run_tasks"]
+__all__ = ["EXECUTORS", "TaskError", "execute_task", "run_tasks"]
+
+logger = logging.getLogger(__name__)
+
+
+class TaskError(FedAuditError, RuntimeError):
+    """A task of an audit failed for a reason that is not one of fedaudit's own errors."""
+
+    exit_code = 1
 
 EXECUTORS: tuple[str, ...] = ("local", "ray")
 
@@ -249,13 +258,31 @@ def _run_local(todo: list[Any], done: dict[str, Any], cache: ResultCache, *, job
                 _drain(ticks, emit)
                 for future in finished:
                     task = futures.pop(future)
-                    done[task.key] = future.result()  # re-raises a task's error here
+                    done[task.key] = _result_of(task, future.result)
                     emit("done", {"key": task.key, "label": task.label, "cached": False})
         except BaseException:
+            # Stop the workers before the progress queue goes away; unfinished tasks leave no cache entry.
+            processes = list((getattr(pool, "_processes", None) or {}).values())
             pool.shutdown(wait=False, cancel_futures=True)
+            for process in processes:
+                process.terminate()
             raise
         pool.shutdown(wait=True)
         _drain(ticks, emit)
+
+
+def _result_of(task: Any, get: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+    """A task's result; its failure becomes one sentence (fedaudit's own errors pass unchanged)."""
+    try:
+        return get()
+    except FedAuditError:
+        raise
+    except Exception as err:  # noqa: BLE001 - the full traceback goes to the log, the user gets a sentence
+        logger.debug("task %s failed", task.label, exc_info=True)
+        raise TaskError(
+            f"The task '{task.label}' failed ({type(err).__name__}: {err}); every finished task is kept in the "
+            "cache, so the same command resumes after the cause is fixed."
+        ) from None
 
 
 def _drain(ticks: Any, emit: ProgressFn) -> None:
@@ -265,6 +292,16 @@ def _drain(ticks: Any, emit: ProgressFn) -> None:
         except (queue_mod.Empty, EOFError, OSError):
             return
         emit("advance", {"key": key, "completed": completed})
+
+
+def _ray_get(ray: Any, ref: Any) -> dict[str, Any]:
+    try:
+        return ray.get(ref)
+    except ray.exceptions.RayTaskError as err:
+        cause = getattr(err, "cause", None)
+        if isinstance(cause, FedAuditError):  # the task's own sentence, without Ray's traceback around it
+            raise cause from None
+        raise RuntimeError(f"{type(cause).__name__}: {cause}" if cause is not None else str(err)) from None
 
 
 def _run_ray(todo: list[Any], done: dict[str, Any], cache: ResultCache, *, jobs: int, address: str | None,
@@ -294,13 +331,7 @@ def _run_ray(todo: list[Any], done: dict[str, Any], cache: ResultCache, *, jobs:
             finished, _ = ray.wait(list(refs), num_returns=1, timeout=1.0)
             for ref in finished:
                 task = refs.pop(ref)
-                try:
-                    done[task.key] = ray.get(ref)
-                except ray.exceptions.RayTaskError as err:
-                    cause = err.as_instanceof_cause()
-                    if isinstance(cause, FedAuditError):
-                        raise type(cause)(str(cause).split("\n")[-1] or str(cause)) from None
-                    raise
+                done[task.key] = _result_of(task, lambda ref=ref: _ray_get(ray, ref))
                 emit("done", {"key": task.key, "label": task.label, "cached": False})
     finally:
         if started_here:

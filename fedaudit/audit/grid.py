@@ -265,6 +265,13 @@ def plan_audit(config: AuditConfig) -> AuditPlan:
     cells = []
     for setting in config.settings:
         fl = config.fl_config(setting)
+        if setting.defenses:  # a bad option is a sentence now, not a failed task an hour in
+            from fedaudit.defenses import defenses_from_options
+
+            try:
+                defenses_from_options(list(setting.defenses), _defense_options(setting))
+            except InvalidParameterError as err:
+                raise InvalidParameterError(f"Setting {setting.id!r}: {err}") from None
         target = _recording_spec(config, fl, role="target", corpora=config.private_corpora,
                                  defenses=setting.defenses, options=_defense_options(setting))
         target_key = content_key(target)

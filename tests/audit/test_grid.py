@@ -9,7 +9,9 @@ from pathlib import Path
 import pytest
 
 from fedaudit.audit.grid import AuditConfig, Setting, load_audit_config, plan_audit, run_audit
-from fedaudit.exceptions import InvalidParameterError, OutputExistsError
+from fedaudit.exceptions import CorpusError, InvalidParameterError, OutputExistsError
+
+FedAuditErrorTypes = (CorpusError, InvalidParameterError)
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 
@@ -171,3 +173,27 @@ def test_permutations_key_tests_shadow_attacks_and_the_report_says_it(tmp_path: 
         assert "gender-free relabellings of its shadow speakers" in finding.sentence
     with pytest.raises(InvalidParameterError, match="'permutations' must be an integer >= 0"):
         AuditConfig(permutations=-1)
+
+
+def test_a_bad_defense_option_is_refused_before_any_task_runs(tmp_path: Path) -> None:
+    grid = AuditConfig(rounds=2, shadow_runs=1, attacks=("stats",), n_updates=(1,), repeats=2,
+                       settings=(Setting(id="bad", defenses=("udp",), options={"noise_multiplier": 1.0,
+                                                                               "clip": 1.0, "delta": 2.0}),))
+    with pytest.raises(InvalidParameterError, match="Setting 'bad': The 'delta' parameter"):
+        run_audit(grid, tmp_path / "out", jobs=1)
+    assert not (tmp_path / "out" / "cache").exists()
+
+
+def test_a_failing_task_is_one_sentence_and_keeps_what_finished(tmp_path: Path, monkeypatch) -> None:
+    from fedaudit.audit import executors
+    from fedaudit.audit.executors import TaskError
+
+    grid = AuditConfig(rounds=2, shadow_runs=1, attacks=("inversion",), n_updates=(1,), repeats=2,
+                       public_corpora=("nosuch-corpus",), settings=(Setting(id="fedsgd"),))
+    events = Events()
+    with pytest.raises(FedAuditErrorTypes) as info:
+        run_audit(grid, tmp_path / "out", jobs=1, progress=events)
+    assert "nosuch-corpus" in str(info.value) and "Traceback" not in str(info.value)
+    assert events.computed == ["fedsgd: target run"]  # finished before the attack failed: kept
+    assert executors.ResultCache(tmp_path / "out" / "cache").get("attacks", "x") is None
+    assert TaskError.exit_code == 1
