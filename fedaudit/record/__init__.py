@@ -7,6 +7,15 @@ Depends only on the ground floor and :mod:`fedaudit.hooks`: any federated loop
 from fedaudit.record._h5 import library_versions
 from fedaudit.record.reader import UpdateStore, Verification, verify_recording
 from fedaudit.record.recorder import Recorder
+from fedaudit.record.session import RecordingSession
 from fedaudit.record.writer import UpdateWriter
 
-__all__ = ["Recorder", "UpdateStore", "UpdateWriter", "Verification", "library_versions", "verify_recording"]
+__all__ = [
+    "Recorder",
+    "RecordingSession",
+    "UpdateStore",
+    "UpdateWriter",
+    "Verification",
+    "library_versions",
+    "verify_recording",
+]
