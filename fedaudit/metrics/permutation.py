@@ -24,8 +24,8 @@ from fedaudit.exceptions import InvalidParameterError
 from fedaudit.types import GENDERS
 
 __all__ = [
-    "SIGNIFICANCE_LEVEL",
     "Jackknife",
+    "SIGNIFICANCE_LEVEL",
     "Significance",
     "balanced_relabellings",
     "count_balanced_relabellings",
