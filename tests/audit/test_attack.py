@@ -90,7 +90,7 @@ def test_saved_model_round_trip_through_the_models_folder(recordings, tmp_path: 
 def test_leakage_needs_a_per_layer_attack(recordings) -> None:
     with pytest.raises(InvalidParameterError, match="needs a per-layer attack: use --attack cnn or stats"):
         leakage_of_target(recordings["target"][0], attack="inversion")
-    attack, results = leakage_of_target(recordings["target"][0], shadows=recordings["shadows"])
+    attack, results, _ = leakage_of_target(recordings["target"][0], shadows=recordings["shadows"])
     assert list(results) == ["fc1", "fc2", "fc3", "fused"] and attack.name == "stats"
 
 
