@@ -247,6 +247,19 @@ def _defense_options(setting: Setting) -> dict[str, Any]:
     return dict(setting.options)
 
 
+def _shadow_options(setting: Setting) -> dict[str, Any]:
+    """A shadow run's defense options: the target's, but secure aggregation skips the real cryptography.
+
+    The attacker trains on the key holder's view, which the exact plaintext emulation of the
+    packed sums gives (checked equal to the decrypted sums in every encrypted round); only the
+    target's run needs the encryption, to measure its cost.
+    """
+    options = dict(setting.options)
+    if "sefl" in setting.defenses:
+        options["encrypted_rounds"] = 0
+    return options
+
+
 def _recording_spec(config: AuditConfig, fl: FLConfig, *, role: str, corpora: Sequence[str],
                     defenses: Sequence[str], options: Mapping[str, Any]) -> dict[str, Any]:
     return {
@@ -288,7 +301,7 @@ def plan_audit(config: AuditConfig) -> AuditPlan:
                     for k in range(config.shadow_runs):
                         cfg = shadow_config(fl.to_dict(), run=k, seed=config.seed + 1000)
                         spec = _recording_spec(config, cfg, role="shadow", corpora=config.shadow_corpora,
-                                               defenses=shadow_defenses, options=_defense_options(setting))
+                                               defenses=shadow_defenses, options=_shadow_options(setting))
                         key = content_key(spec)
                         recordings.setdefault(key, Task(
                             kind="recording", key=key, spec=spec,
