@@ -82,3 +82,12 @@ def print_warnings(messages: list[str]) -> None:
     """What weakens a result, in yellow on standard error, one sentence each."""
     for message in messages:
         err_console.print(f"[bold yellow]warning:[/] {escape(message)}")
+
+
+@contextlib.contextmanager
+def checksums(enabled: bool) -> Iterator[None]:
+    """``--no-verify``: every recording the command opens skips (or checks) its checksums."""
+    from fedaudit.record.reader import verification
+
+    with verification(enabled):
+        yield

@@ -11,7 +11,7 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from fedaudit.cli._common import console, error_boundary, print_warnings
+from fedaudit.cli._common import NoVerify, checksums, console, error_boundary, print_warnings
 from fedaudit.exceptions import InvalidParameterError, OutputExistsError
 
 if TYPE_CHECKING:
@@ -83,6 +83,7 @@ def attack(
     seed: Annotated[int, typer.Option(min=0, help="Seed of fitting and of the draws.")] = 0,
     show_clients: Annotated[bool, typer.Option("--clients", help="Print per-client results.")] = False,
     json_out: Annotated[Path | None, typer.Option("--json", help="Write the full result as JSON.")] = None,
+    no_verify: NoVerify = False,
     force: Annotated[bool, typer.Option("--force", help="Overwrite an existing saved model or --json file.")] = False,
     epochs: Annotated[int | None, typer.Option(min=1, help="cnn: maximum training epochs per layer (default 50).")] = None,
     max_train_updates: Annotated[int | None, typer.Option(min=1, help="cnn: train on at most this many shadow updates.")] = None,
@@ -90,7 +91,7 @@ def attack(
     jackknife: Annotated[bool, typer.Option("--jackknife", help="Also refit leaving one shadow run out: an interval over the attacker's shadow runs.")] = False,
 ) -> None:
     """Infer each client's gender from its recorded updates and score the attack success rate (ASR)."""
-    with error_boundary():
+    with error_boundary(), checksums(not no_verify):
         if not target.is_file():  # before the heavy imports: a wrong path is answered at once
             raise InvalidParameterError(f"Target recording {target} does not exist; check the path.")
         if json_out is not None and json_out.exists() and not force:

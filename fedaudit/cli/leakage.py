@@ -10,7 +10,7 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from fedaudit.cli._common import console, error_boundary, print_warnings
+from fedaudit.cli._common import NoVerify, checksums, console, error_boundary, print_warnings
 from fedaudit.exceptions import InvalidParameterError, OutputExistsError
 
 
@@ -22,11 +22,12 @@ def leakage(
     repeats: Annotated[int, typer.Option(min=1, help="Draws per client.")] = 10,
     seed: Annotated[int, typer.Option(min=0)] = 0,
     json_out: Annotated[Path | None, typer.Option("--json", help="Write the table as JSON.")] = None,
+    no_verify: NoVerify = False,
     force: Annotated[bool, typer.Option("--force", help="Overwrite an existing --json file.")] = False,
     permutations: Annotated[int, typer.Option(min=0, help="Test every row against N refits on gender-free relabellings of the shadow speakers (20 gives p down to 0.048); 0 skips it.")] = 0,
 ) -> None:
     """ASR of each layer alone and fused: where in the model the leakage sits."""
-    with error_boundary():
+    with error_boundary(), checksums(not no_verify):
         if not target.is_file():  # before the heavy imports: a wrong path is answered at once
             raise InvalidParameterError(f"Target recording {target} does not exist; check the path.")
         if json_out is not None and json_out.exists() and not force:

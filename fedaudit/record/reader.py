@@ -15,6 +15,7 @@ part; no plain h5py, numpy or JSON error escapes.
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import ctypes
 import json
 import math
@@ -45,7 +46,29 @@ from fedaudit.record._h5 import CHECKSUM_ATTR, array_digest, attrs_digest, diges
 from fedaudit.record.writer import round_checksum
 from fedaudit.types import PrivacySpent
 
-__all__ = ["UpdateStore", "Verification", "verify_recording"]
+__all__ = ["UpdateStore", "Verification", "verification", "verify_recording"]
+
+#: Whether :meth:`UpdateStore.open` checks checksums when its caller does not say (``verify=None``).
+_VERIFY: contextvars.ContextVar[bool] = contextvars.ContextVar("fedaudit_verify", default=True)
+
+
+@contextlib.contextmanager
+def verification(enabled: bool) -> Iterator[None]:
+    """Within the block, recordings opened without an explicit ``verify`` check checksums or not.
+
+    This is how a command's ``--no-verify`` reaches every recording it opens (target, shadow
+    runs) without threading a flag through each call.
+
+    Examples
+    --------
+    >>> with verification(False):  # doctest: +SKIP
+    ...     report = attack_target("run.h5", shadows=["shadow/"])
+    """
+    token = _VERIFY.set(bool(enabled))
+    try:
+        yield
+    finally:
+        _VERIFY.reset(token)
 
 #: What the reader does with update rows that fail their checksums.
 ON_DAMAGE: tuple[str, ...] = ("exclude", "raise")
@@ -201,7 +224,7 @@ class UpdateStore:
         cls,
         path: str | os.PathLike[str],
         *,
-        verify: bool = True,
+        verify: bool | None = None,
         on_damage: Literal["exclude", "raise"] = "exclude",
         warn_incomplete: bool = True,
         swmr: bool | None = None,
@@ -216,6 +239,9 @@ class UpdateStore:
             Check every checksum (format 1.1.0 on): the JSON datasets, the
             tables, the index of every round and every update chunk. ``False``
             skips them for speed (the layout and counters are still checked).
+            ``None`` (default): true, unless the caller runs inside
+            ``with verification(False):`` (how ``--no-verify`` reaches every
+            recording a command opens).
         on_damage
             ``"exclude"``: leave damaged update rows out, with a
             :class:`~fedaudit.exceptions.DamagedRowsWarning` that counts them
@@ -240,6 +266,8 @@ class UpdateStore:
             A table or JSON dataset fails its checksum, or (``on_damage="raise"``) any update row does.
         """
         path = Path(path)
+        if verify is None:
+            verify = _VERIFY.get()
         if on_damage not in ON_DAMAGE:
             raise InvalidParameterError(f"on_damage must be one of {list(ON_DAMAGE)}. Got {on_damage!r}.")
         if not path.is_file():

@@ -61,3 +61,19 @@ def test_unreadable_files_are_one_sentence(tmp_path: Path, content: bytes | None
         path.write_bytes(content)
     res = runner.invoke(app, ["verify", str(path)])
     assert res.exit_code == 1 and needle in " ".join(res.output.split()) and "Traceback" not in res.output
+
+
+def test_no_verify_reaches_every_recording_a_command_opens(tmp_path: Path) -> None:
+    from fedaudit.record import UpdateStore
+    from fedaudit.record.reader import verification
+
+    archive = Path(__file__).resolve().parents[1] / "data" / "archive" / "v1.0.0" / "updates.h5"
+    with UpdateStore.open(archive) as store:
+        assert store.verify is True
+    with verification(False), UpdateStore.open(archive) as store:
+        assert store.verify is False
+    with verification(False), UpdateStore.open(archive, verify=True) as store:
+        assert store.verify is True  # an explicit choice wins
+    for command in ("attack", "leakage", "inspect"):
+        res = runner.invoke(app, [command, "--help"], terminal_width=200)
+        assert "--no-verify" in res.output, command
