@@ -169,6 +169,19 @@ def _eps_from_history(history: Sequence[tuple[float, float, int]], delta: float,
         return float(acc.get_epsilon(delta=delta))
 
 
+def _checked_epsilon(
+    caller: str, noise_multiplier: object, rate: tuple[str, object], steps: tuple[str, object], delta: object,
+    accountant: object,
+) -> float:
+    """Epsilon of one mechanism repeated ``steps`` times at sampling ``rate``, each argument checked by name."""
+    z = check_nonnegative(noise_multiplier, "noise_multiplier", caller)
+    q = check_sample_rate(rate[1], rate[0], caller)
+    n = check_steps(steps[1], steps[0], caller)
+    delta = check_delta(delta, caller)
+    accountant = check_choice(accountant, "accountant", caller, ACCOUNTANTS)
+    return _eps_from_history([(z, q, n)], delta, accountant)
+
+
 def epsilon(
     noise_multiplier: float, *, sample_rate: float, steps: int, delta: float, accountant: str = "rdp"
 ) -> float:
@@ -197,13 +210,8 @@ def epsilon(
     >>> round(epsilon(1.0, sample_rate=1.0, steps=1, delta=1e-5), 2)
     4.73
     """
-    caller = "epsilon"
-    z = check_nonnegative(noise_multiplier, "noise_multiplier", caller)
-    q = check_sample_rate(sample_rate, "sample_rate", caller)
-    steps = check_steps(steps, "steps", caller)
-    delta = check_delta(delta, caller)
-    accountant = check_choice(accountant, "accountant", caller, ACCOUNTANTS)
-    return _eps_from_history([(z, q, steps)], delta, accountant)
+    return _checked_epsilon("epsilon", noise_multiplier, ("sample_rate", sample_rate), ("steps", steps),
+                            delta, accountant)
 
 
 def calibrate_noise(
@@ -442,13 +450,8 @@ def udp_epsilon(
     ...     1.0, sample_rate=1.0, steps=20, delta=1e-5)
     True
     """
-    caller = "udp_epsilon"
-    z = check_nonnegative(noise_multiplier, "noise_multiplier", caller)
-    q = check_sample_rate(client_fraction, "client_fraction", caller)
-    rounds = check_steps(rounds, "rounds", caller)
-    delta = check_delta(delta, caller)
-    accountant = check_choice(accountant, "accountant", caller, ACCOUNTANTS)
-    return _eps_from_history([(z, q, rounds)], delta, accountant)
+    return _checked_epsilon("udp_epsilon", noise_multiplier, ("client_fraction", client_fraction),
+                            ("rounds", rounds), delta, accountant)
 
 
 def udp_per_client_epsilon(
