@@ -332,6 +332,13 @@ class _Forwarding:
             raise AttributeError(name)
         return getattr(inner, name)
 
+    def _wrap(self, strategy: Any, view: _ServerView) -> None:
+        self.strategy = strategy
+        self._view = view
+
+    def __repr__(self) -> str:
+        return f"Recording Strategy Wrapper ({self._view.path})"
+
     def __enter__(self) -> Self:
         return self
 
@@ -418,15 +425,11 @@ class RecordingStrategy(_Forwarding, MessageStrategy):
         overwrite: bool = False, on_invalid: str = "raise", background: bool = False,
     ) -> None:
         super().__init__()
-        self.strategy = strategy
-        self._view = _ServerView(
+        self._wrap(strategy, _ServerView(
             path, model_or_shapes=model_or_shapes, config=config, run_config=run_config, clients=clients,
             attributes=attributes, client_id_key=client_id_key, lr=lr, local_steps=local_steps, data=data,
             session_options={"overwrite": overwrite, "on_invalid": on_invalid, "background": background},
-        )
-
-    def __repr__(self) -> str:
-        return f"Recording Strategy Wrapper ({self._view.path})"
+        ))
 
     def summary(self) -> None:
         self.strategy.summary()
@@ -497,15 +500,11 @@ class LegacyRecordingStrategy(_Forwarding, LegacyStrategy):
         overwrite: bool = False, on_invalid: str = "raise", background: bool = False,
     ) -> None:
         super().__init__()
-        self.strategy = strategy
-        self._view = _ServerView(
+        self._wrap(strategy, _ServerView(
             path, model_or_shapes=model_or_shapes, config=config, run_config=run_config, clients=clients,
             attributes=attributes, client_id_key=client_id_key, lr=lr, local_steps=local_steps, data=data,
             session_options={"overwrite": overwrite, "on_invalid": on_invalid, "background": background},
-        )
-
-    def __repr__(self) -> str:
-        return f"Recording Strategy Wrapper ({self._view.path})"
+        ))
 
     def initialize_parameters(self, client_manager: ClientManager) -> Parameters | None:
         return self.strategy.initialize_parameters(client_manager)
