@@ -94,7 +94,8 @@ def _record(key: str, spec: Mapping[str, Any], cache: ResultCache, ticks: Any) -
 
     notes = sorted({str(w.message) for w in caught if issubclass(w.category, FedAuditWarning)})
     os.replace(partial, path)
-    with UpdateStore.open(path) as store:
+    # Just written and closed by this task: its costs are read without a second checksum pass over it.
+    with UpdateStore.open(path, verify=False) as store:
         index = store.index
         rounds = max(1, store.rounds_completed)
         plain = sum(math.prod(store.shape(n)) for n in store.parameter_names) * 4
