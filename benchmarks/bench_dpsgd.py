@@ -41,7 +41,7 @@ import torch
 from torch import nn
 
 from fedaudit.defenses.dpsgd_trainer import DPSGDConfig, DPSGDTrainer
-from fedaudit.fl.models import MLP
+from fedaudit.models import MLP
 
 VARIANTS = ("plain", "ghost", "hooks")
 

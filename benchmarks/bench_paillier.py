@@ -53,7 +53,7 @@ def emo_base_gradient(seed: int, batch: int = 20) -> dict[str, np.ndarray]:
     """One FedSGD gradient of the Emo-Base MLP, float32, keyed ``fc1.weight`` ... ``fc3.bias``."""
     import torch
 
-    from fedaudit.fl.models import MLP
+    from fedaudit.models import MLP
 
     torch.manual_seed(seed)
     model = MLP(988, hidden=(256, 128), dropout=(0.2, 0.0), n_classes=4)

@@ -57,7 +57,7 @@ import torch  # noqa: E402
 import fedaudit.record.writer as record_writer  # noqa: E402
 from fedaudit.audit import record_run  # noqa: E402
 from fedaudit.config import FLConfig  # noqa: E402
-from fedaudit.fl.models import build_model, parameter_shapes  # noqa: E402
+from fedaudit.models import build_model, parameter_shapes  # noqa: E402
 from fedaudit.fl.simulate import simulate  # noqa: E402
 from fedaudit.hooks import ClientInfo  # noqa: E402
 from fedaudit.record import UpdateStore  # noqa: E402

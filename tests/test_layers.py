@@ -18,6 +18,7 @@ FORBIDDEN: dict[str, set[str]] = {
     "metrics": {"data", "fl", "record", "attacks", "defenses", "audit", "report", "integrations", "cli"},
     "data": {"fl", "record", "attacks", "defenses", "audit", "metrics", "report", "integrations", "cli"},
     "audit": {"cli"},
+    "models": {"data", "fl", "record", "attacks", "defenses", "audit", "metrics", "report", "integrations", "cli"},
 }
 GROUND = ("types", "config", "exceptions", "settings", "_version")
 #: Leaves: nothing in the package imports them except these.

@@ -100,7 +100,7 @@ def federation(setup: Setup) -> dict[str, Any]:
 def build_model(setup: Setup, n_features: int) -> Any:
     import torch
 
-    from fedaudit.fl.models import MLP
+    from fedaudit.models import MLP
 
     torch.manual_seed(setup.seed)
     return MLP(n_features, hidden=setup.hidden, dropout=setup.dropout, n_classes=4)

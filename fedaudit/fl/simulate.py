@@ -23,7 +23,7 @@ from fedaudit.data.clients import ClientData, FederatedSplit, split_clients
 from fedaudit.data.normalize import normalize_features
 from fedaudit.data.table import FeatureTable
 from fedaudit.exceptions import InvalidParameterError
-from fedaudit.fl.models import build_model, parameter_shapes
+from fedaudit.models import build_model, parameter_shapes
 from fedaudit.hooks import ClientInfo, Hook, RoundEnd, RoundStart, RunEnd, RunStart
 from fedaudit.metrics.basic import accuracy, uar
 from fedaudit.types import (

@@ -33,7 +33,7 @@ from fedaudit.defenses.transforms import (
     global_l2_norm,
 )
 from fedaudit.exceptions import InvalidParameterError
-from fedaudit.fl.models import MLP
+from fedaudit.models import MLP
 from fedaudit.types import ClientUpdate
 
 opacus = pytest.importorskip("opacus")

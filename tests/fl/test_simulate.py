@@ -6,7 +6,8 @@ import torch
 
 from fedaudit.config import FLConfig
 from fedaudit.exceptions import InvalidParameterError
-from fedaudit.fl import MLP, pseudo_gradient, simulate
+from fedaudit.fl import pseudo_gradient, simulate
+from fedaudit.models import MLP
 from fedaudit.hooks import BaseHook
 from fedaudit.fl.simulate import _Federation
 from fedaudit.data.clients import split_clients

@@ -1,4 +1,8 @@
-"""Models trained in the simulated federation."""
+"""SER client models, in one registry: the simulator trains them, attacks that need a forward pass rebuild them.
+
+This package sits below both `fl/` and `attacks/` (it imports only the ground floor), so an
+attack can rebuild the architecture a recording names without importing the simulator.
+"""
 
 from __future__ import annotations
 
