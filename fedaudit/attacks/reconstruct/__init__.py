@@ -1,0 +1,25 @@
+"""Reconstruction: recover what clients' data looked like (acoustic features, emotion labels) from their updates.
+
+Every method is registered in :data:`RECONSTRUCTIONS` (``fedaudit invert --method NAME``)
+and keeps the contract of :class:`ReconstructionMethod`.
+"""
+
+from fedaudit.attacks.reconstruct.base import (
+    RECONSTRUCTIONS,
+    ObservedUpdate,
+    Reconstruction,
+    ReconstructionContext,
+    ReconstructionMethod,
+    observed_updates,
+    register_reconstruction,
+)
+
+__all__ = [
+    "RECONSTRUCTIONS",
+    "ObservedUpdate",
+    "Reconstruction",
+    "ReconstructionContext",
+    "ReconstructionMethod",
+    "observed_updates",
+    "register_reconstruction",
+]
