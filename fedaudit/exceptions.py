@@ -92,3 +92,7 @@ class DamagedRowsWarning(FedAuditWarning):
 
 class AudioFormatWarning(FedAuditWarning):
     """Audio files were mixed down to mono, or a corpus mixes sampling rates."""
+
+
+class UndeclaredMetricWarning(FedAuditWarning):
+    """A round reported a metric the run did not declare at its start; the recording leaves it out."""

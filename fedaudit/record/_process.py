@@ -154,6 +154,8 @@ class ProcessWriter:
     def __init__(self, path: Path, writer_kwargs: dict[str, Any], *, depth: int = 2) -> None:
         ctx = mp.get_context("fork" if "fork" in mp.get_all_start_methods() else "spawn")
         self.path = Path(path)
+        self._metric_names = ["server_round", *writer_kwargs.get("metric_names", ())]
+        self._undeclared: set[str] = set()
         self._conn, child_conn = ctx.Pipe()
         self._proc = ctx.Process(target=_child, args=(child_conn, self._conn, str(path), writer_kwargs),
                                  name="fedaudit-recorder", daemon=True)
@@ -239,6 +241,9 @@ class ProcessWriter:
     ) -> None:
         if self._closed:
             raise RecordingError(f"The recording process of {self.path} is closed; no round can be added.")
+        from fedaudit.record.writer import declared_metrics
+
+        metrics = declared_metrics(metrics, self._metric_names, self._undeclared)  # warn here, not in the child
         arrays: list[tuple[str, np.ndarray]] = []
         metas = []
         for i, u in enumerate(updates):

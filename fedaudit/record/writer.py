@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
@@ -22,7 +23,7 @@ import h5py
 import numpy as np
 import xxhash
 
-from fedaudit.exceptions import InvalidParameterError, OutputExistsError, RecordingError
+from fedaudit.exceptions import InvalidParameterError, OutputExistsError, RecordingError, UndeclaredMetricWarning
 from fedaudit.hooks import ClientInfo
 from fedaudit.record import format as fmt
 from fedaudit.record._h5 import (
@@ -179,6 +180,7 @@ class UpdateWriter:
             split_param(name)
         self.store_globals = store_globals
         self.metric_names = ["server_round", *[m for m in dict.fromkeys(metric_names) if m != "server_round"]]
+        self._undeclared: set[str] = set()
         self.client_ids = [int(c.client_id) for c in clients]
         self.bytes_written = 0
         self._pending: list[ClientUpdate] = []
@@ -351,7 +353,8 @@ class UpdateWriter:
                 glob_sums[j] = digest(arr)
                 self.bytes_written += arr.nbytes
         row = {"server_round": float(pending[0].server_round) if pending else float(self._n_rounds),
-               **dict(metrics or {})}  # the loop's own round number wins when it gives one
+               **declared_metrics(metrics or {}, self.metric_names, self._undeclared)}
+        # the loop's own round number wins when it gives one
         met_row = {}
         for col, ds in self._met.items():
             _ensure_rows(ds, self._n_rounds + 1, block=_BLOCK)
@@ -470,3 +473,17 @@ def round_checksum(
     if globals_sums is not None:
         h.update(canonical_bytes(np.asarray(globals_sums, dtype="<u8")))
     return h.intdigest()
+
+
+def declared_metrics(metrics: Mapping[str, float], declared: Sequence[str], warned: set[str]) -> dict[str, float]:
+    """The metrics of a round that the run declared; warns once per run for each other name (left out)."""
+    known = set(declared) | {"n_clients"}
+    extra = sorted(set(metrics) - known - warned)
+    if extra:
+        warned.update(extra)
+        warnings.warn(
+            f"The run reports metrics {extra} that it did not declare at its start (metric_names); the recording "
+            "leaves them out. Declare them in RunStart.metric_names (or the writer's metric_names) to keep them.",
+            UndeclaredMetricWarning, stacklevel=3,
+        )
+    return {k: v for k, v in metrics.items() if k in known}
