@@ -94,5 +94,9 @@ class AudioFormatWarning(FedAuditWarning):
     """Audio files were mixed down to mono, or a corpus mixes sampling rates."""
 
 
+class SkippedUpdateWarning(FedAuditWarning):
+    """A recording session left an update out (non-finite values, a repeated client); it counts them."""
+
+
 class UndeclaredMetricWarning(FedAuditWarning):
     """A round reported a metric the run did not declare at its start; the recording leaves it out."""

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any, Literal, Self
 import numpy as np
 
 from fedaudit.config import FLConfig
-from fedaudit.exceptions import FedAuditWarning, InvalidParameterError, RecordingError
+from fedaudit.exceptions import InvalidParameterError, RecordingError, SkippedUpdateWarning
 from fedaudit.hooks import ClientInfo, RoundEnd, RoundStart, RunEnd, RunStart
 from fedaudit.record.recorder import Recorder
 from fedaudit.types import ClientUpdate, PrivacySpent
@@ -38,10 +38,6 @@ MIRRORED_SETTINGS: tuple[str, ...] = tuple(f.name for f in fields(FLConfig) if f
 _EMPTY: Mapping[str, Any] = MappingProxyType({})
 
 OnInvalid = Literal["raise", "warn"]
-
-
-class SkippedUpdateWarning(FedAuditWarning):
-    """A recording session left an update out (non-finite values, a repeated client); it counts them."""
 
 
 def _short_name(name: str) -> str:
