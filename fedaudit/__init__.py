@@ -13,9 +13,9 @@ Names are imported on first use, so ``import fedaudit`` (and the command line's
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
+from fedaudit._lazy import lazy_names
 from fedaudit._version import __version__
 
 #: Public name -> module that defines it.
@@ -46,17 +46,7 @@ _LAZY: dict[str, str] = {
 __all__ = sorted([*_LAZY, "__version__"])
 
 
-def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module 'fedaudit' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return __all__
+__getattr__, __dir__ = lazy_names("fedaudit", _LAZY, globals())
 
 
 if TYPE_CHECKING:

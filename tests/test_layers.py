@@ -20,7 +20,7 @@ FORBIDDEN: dict[str, set[str]] = {
     "audit": {"cli"},
     "models": {"data", "fl", "record", "attacks", "defenses", "audit", "metrics", "report", "integrations", "cli"},
 }
-GROUND = ("types", "config", "exceptions", "settings", "_version")
+GROUND = ("types", "config", "exceptions", "settings", "_version", "_lazy")
 #: Leaves: nothing in the package imports them except these.
 LEAVES: dict[str, set[str]] = {"report": {"cli", "audit"}, "integrations": {"cli", "audit"}}
 

@@ -8,8 +8,7 @@ Names are imported on first use, so that the command line stays fast.
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from fedaudit._lazy import lazy_names
 
 #: Public name -> module that defines it.
 _NAMES: dict[str, str] = {
@@ -43,14 +42,4 @@ _NAMES: dict[str, str] = {
 __all__ = sorted(_NAMES)
 
 
-def __getattr__(name: str) -> Any:
-    module = _NAMES.get(name)
-    if module is None:
-        raise AttributeError(f"module 'fedaudit.audit' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return __all__
+__getattr__, __dir__ = lazy_names("fedaudit.audit", _NAMES, globals())

@@ -15,8 +15,8 @@ from fedaudit.attacks.reconstruct.base import (
 )
 
 __all__ = [
-    "RECONSTRUCTIONS",
     "ObservedUpdate",
+    "RECONSTRUCTIONS",
     "Reconstruction",
     "ReconstructionContext",
     "ReconstructionMethod",

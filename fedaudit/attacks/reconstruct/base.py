@@ -27,8 +27,8 @@ if TYPE_CHECKING:
     from fedaudit.record.reader import UpdateStore
 
 __all__ = [
-    "RECONSTRUCTIONS",
     "ObservedUpdate",
+    "RECONSTRUCTIONS",
     "Reconstruction",
     "ReconstructionContext",
     "ReconstructionMethod",
