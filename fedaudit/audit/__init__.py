@@ -37,6 +37,7 @@ _NAMES: dict[str, str] = {
     "shadow_paths": "fedaudit.audit.shadow",
     "target_config": "fedaudit.audit.attack",
     "target_feature_set": "fedaudit.audit.shadow",
+    "target_n_frames": "fedaudit.audit.shadow",
 }
 
 __all__ = sorted(_NAMES)

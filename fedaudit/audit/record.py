@@ -23,10 +23,17 @@ __all__ = ["build_run_defenses", "canary_sidecar_path", "data_description", "rec
 
 
 def data_description(table: FeatureTable) -> dict[str, Any]:
-    """What a recording says about the data it was trained on."""
+    """What a recording says about the data it was trained on.
+
+    ``frame_shape`` is ``[T, C]`` for a frame-level feature set (``mfcc-frames``:
+    ``T`` frames of ``C`` values per utterance, rows flattened frame-major) and
+    ``None`` for utterance-level features, so that shadow runs and attacks
+    rebuild the same input.
+    """
     return {
         "feature_set": table.feature_set,
         "n_features": table.n_features,
+        "frame_shape": None if table.frame_shape is None else [int(d) for d in table.frame_shape],
         "n_utterances": len(table),
         "corpora": sorted(set(table.corpus.tolist())),
         "n_speakers": len(table.speakers),

@@ -24,7 +24,7 @@ from fedaudit.types import DefensePieces
 if TYPE_CHECKING:
     from fedaudit.defenses import Defense
 
-__all__ = ["run_shadow", "shadow_config", "shadow_paths", "target_feature_set"]
+__all__ = ["run_shadow", "shadow_config", "shadow_paths", "target_feature_set", "target_n_frames"]
 
 #: Settings copied from the target: what the attacker is assumed to know.
 _KNOWN = ("algorithm", "rounds", "client_fraction", "batch_size", "lr", "local_epochs", "optimizer", "model",
@@ -54,6 +54,13 @@ def target_feature_set(target: str | os.PathLike[str]) -> tuple[str, int | None]
     return feature_set, None if rounds is None else int(rounds)
 
 
+def target_n_frames(target: str | os.PathLike[str]) -> int | None:
+    """Frames per utterance of a target recorded on a frame-level feature set (``None`` for utterance-level ones)."""
+    with UpdateStore.open(target, warn_incomplete=False) as store:
+        shape = store.config.get("data", {}).get("frame_shape")
+    return None if shape is None else int(shape[0])
+
+
 def shadow_paths(target: str | os.PathLike[str], out_dir: str | os.PathLike[str], *, runs: int,
                  name: str | None = None) -> list[Path]:
     """Where :func:`run_shadow` writes run ``k``: ``<out_dir>/<name>_run<k>.h5``."""
@@ -77,6 +84,8 @@ def run_shadow(
     """Record ``runs`` shadow runs mirroring the target's configuration.
 
     Run ``k`` holds out speaker fold ``k mod n_folds`` and uses seed ``seed + k``.
+    A frame-level shadow table is padded or truncated to the target's frames
+    per utterance (``/run/config["data"]["frame_shape"]``).
     By default ``seed`` is the target's seed plus 1000, so that no shadow run
     shares the target's random initialisation by accident.
 
@@ -117,6 +126,9 @@ def run_shadow(
         init = store.initial_weights() if init_from_target else None
     if seed is None:
         seed = int(config.get("seed", 0)) + 1000
+    target_frames = target_data.get("frame_shape")
+    if target_frames is not None and table.frame_shape is not None and table.frame_shape[0] != int(target_frames[0]):
+        table = table.with_frames(int(target_frames[0]))  # mirror the target's frames per utterance
     if target_data.get("n_features") not in (None, table.n_features) or target_data.get("feature_set") not in (
         None, table.feature_set,
     ):

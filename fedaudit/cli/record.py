@@ -116,7 +116,8 @@ def audit_table(audit: dict[str, Any]) -> Table:
 def record(
     corpus: Annotated[list[str], typer.Option("--corpus", "-c", help="Corpus name; repeat to combine corpora (demo-private, demo-shadow, crema-d, iemocap, msp-improv, emodb, ravdess, manifest).")] = ["demo-private"],  # noqa: B006
     data_root: Annotated[list[Path], typer.Option("--data-root", help="Root folder of each non-demo corpus, in order.")] = [],  # noqa: B006
-    feature_set: Annotated[str, typer.Option(help="emobase, egemaps, compare or mfcc.")] = "emobase",
+    feature_set: Annotated[str, typer.Option(help="emobase, egemaps, compare, mfcc (per utterance) or mfcc-frames (13 MFCCs per 20 ms frame; for dnn, cnn, lstm).")] = "emobase",
+    frames: Annotated[int | None, typer.Option("--frames", min=1, help="mfcc-frames: frames per utterance, padded or truncated (default 300 = 6 s).")] = None,
     algorithm: Annotated[str, typer.Option("--algorithm", "-a", help="fedsgd or fedavg.")] = "fedsgd",
     rounds: Annotated[int, typer.Option(min=1, help="Global rounds.")] = 200,
     seed: Annotated[int, typer.Option(min=0, help="Seed of every random choice.")] = 0,
@@ -193,10 +194,13 @@ def record(
             table = load_features(
                 corpus, roots=data_root, feature_set=feature_set, cache_dir=cache_dir or settings.cache_dir,
                 n_jobs=jobs, progress=lambda done, total: prog.update(task, completed=done, total=total),
+                n_frames=frames,
             )
+        shape = (f"{table.frame_shape[0]} frames x {table.frame_shape[1]}" if table.frame_shape is not None
+                 else str(table.n_features))
         console.print(
             f"[bold]{escape('+'.join(corpus))}[/]: {len(table)} utterances, {len(table.speakers)} speakers, "
-            f"{table.n_features} {escape(table.feature_set)} features"
+            f"{shape} {escape(table.feature_set)} features"
         )
         pieces = _build(chosen, config, table)
         t0 = time.perf_counter()

@@ -26,7 +26,7 @@ def shadow(
     force: Annotated[bool, typer.Option("--force", help="Overwrite existing shadow recordings.")] = False,
 ) -> None:
     """Re-run the target's FL configuration on shadow corpora and record every update."""
-    from fedaudit.audit import run_shadow, target_feature_set
+    from fedaudit.audit import run_shadow, target_feature_set, target_n_frames
     from fedaudit.data.sources import load_features
     from fedaudit.hooks import BaseHook
     from fedaudit.settings import Settings
@@ -37,7 +37,7 @@ def shadow(
         settings = Settings()
         feature_set, rounds = target_feature_set(like)
         table = load_features(corpus, roots=data_root, feature_set=feature_set,
-                              cache_dir=cache_dir or settings.cache_dir, n_jobs=jobs)
+                              cache_dir=cache_dir or settings.cache_dir, n_jobs=jobs, n_frames=target_n_frames(like))
         with Progress(TextColumn("shadow run {task.fields[run]}"), MofNCompleteColumn(), BarColumn(),
                       TimeRemainingColumn(), console=console) as prog:
 

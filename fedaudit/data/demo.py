@@ -1,8 +1,9 @@
-"""The shipped demo corpora: Emo-Base features of two espeak-ng corpora.
+"""The shipped demo corpora: Emo-Base features and MFCC frames of two espeak-ng corpora.
 
-``fedaudit/data/_demo/<name>.emobase.npz`` holds the extracted Emo-Base
-features of each corpus of :data:`DEMO_CORPORA`, so that the pipeline runs out
-of the box without espeak-ng, openSMILE or any licensed corpus.
+``fedaudit/data/_demo/<name>.<feature set>.npz`` holds the extracted features
+(:data:`DEMO_FEATURE_SETS`) of each corpus of :data:`DEMO_CORPORA`, so that the
+pipeline runs out of the box without espeak-ng, openSMILE or any licensed corpus.
+MFCC frames are kept at full length and padded or truncated when loaded.
 :func:`build_demo_features` regenerates them (``fedaudit corpus build-demo``).
 """
 
@@ -20,19 +21,23 @@ from fedaudit.data.synth import CORPUS_SPECS, synthesize_corpus
 from fedaudit.data.table import FeatureTable
 from fedaudit.exceptions import CorpusError
 
-__all__ = ["DEMO_CORPORA", "DEMO_FEATURE_SET", "build_demo_features", "demo_path", "load_demo"]
+__all__ = ["DEMO_CORPORA", "DEMO_FEATURE_SET", "DEMO_FEATURE_SETS", "build_demo_features", "demo_path", "load_demo"]
 
 #: Names of the demo corpora, private (the clients) first, then shadow (the attacker's).
 DEMO_CORPORA: tuple[str, ...] = tuple(CORPUS_SPECS)
 
 #: Feature set of the shipped demo features.
 DEMO_FEATURE_SET = "emobase"
+#: Every feature set shipped for the demo corpora.
+DEMO_FEATURE_SETS: tuple[str, ...] = ("emobase", "mfcc-frames")
 
 _PACKAGE_DIR = ("data", "_demo")
+# Frames extracted for the shipped frame features: longer than any demo utterance (20 s).
+_FULL_LENGTH = 1000
 
 
-def _file_name(name: str) -> str:
-    return f"{name}.{DEMO_FEATURE_SET}.npz"
+def _file_name(name: str, feature_set: str = DEMO_FEATURE_SET) -> str:
+    return f"{name}.{feature_set}.npz"
 
 
 def _check_name(name: str) -> None:
@@ -42,16 +47,22 @@ def _check_name(name: str) -> None:
         )
 
 
-def demo_path(name: str) -> Path:
+def demo_path(name: str, feature_set: str = DEMO_FEATURE_SET) -> Path:
     """Path of the shipped feature file of a demo corpus.
 
     Raises
     ------
     CorpusError
-        If ``name`` is not in :data:`DEMO_CORPORA` or its file is not installed.
+        If ``name`` is not in :data:`DEMO_CORPORA`, ``feature_set`` not in
+        :data:`DEMO_FEATURE_SETS`, or its file is not installed.
     """
     _check_name(name)
-    ref = resources.files("fedaudit").joinpath(*_PACKAGE_DIR, _file_name(name))
+    if feature_set not in DEMO_FEATURE_SETS:
+        raise CorpusError(
+            f"The demo corpus {name!r} ships the feature sets {list(DEMO_FEATURE_SETS)}; got {feature_set!r}. "
+            "Synthesise its audio with `fedaudit corpus synth` to extract other features."
+        )
+    ref = resources.files("fedaudit").joinpath(*_PACKAGE_DIR, _file_name(name, feature_set))
     path = Path(str(ref))
     if not path.is_file():
         raise CorpusError(
@@ -61,13 +72,18 @@ def demo_path(name: str) -> Path:
     return path
 
 
-def load_demo(name: str) -> FeatureTable:
-    """Load the shipped Emo-Base features of a demo corpus.
+def load_demo(name: str, *, feature_set: str = DEMO_FEATURE_SET, n_frames: int | None = None) -> FeatureTable:
+    """Load the shipped features of a demo corpus (Emo-Base unless asked otherwise).
 
     Parameters
     ----------
     name
         ``"demo-private"`` or ``"demo-shadow"`` (see :data:`DEMO_CORPORA`).
+    feature_set
+        A key of :data:`DEMO_FEATURE_SETS`.
+    n_frames
+        Frame-level sets: frames per utterance (default
+        :data:`~fedaudit.data.features.DEFAULT_FRAMES`), padded or truncated.
 
     Returns
     -------
@@ -86,7 +102,14 @@ def load_demo(name: str) -> FeatureTable:
     >>> table.n_features, len(table.speakers)
     (988, 40)
     """
-    return FeatureTable.load(str(demo_path(name)))
+    from fedaudit.data.features import DEFAULT_FRAMES, FEATURE_SETS
+
+    table = FeatureTable.load(str(demo_path(name, feature_set)))
+    if FEATURE_SETS[feature_set].frame_level:
+        return table.with_frames(DEFAULT_FRAMES if n_frames is None else n_frames)
+    if n_frames is not None:
+        raise CorpusError(f"n_frames applies to frame-level feature sets; {feature_set!r} is utterance-level.")
+    return table
 
 
 def build_demo_features(
@@ -98,12 +121,12 @@ def build_demo_features(
     cache_dir: str | os.PathLike[str] | None = None,
     progress: Callable[[str, int, int], None] | None = None,
 ) -> dict[str, Path]:
-    """Synthesise the demo corpora and write their Emo-Base features.
+    """Synthesise the demo corpora and write their features (every set of :data:`DEMO_FEATURE_SETS`).
 
     Parameters
     ----------
     out_dir
-        Folder for ``<name>.emobase.npz``; ``None`` for the package's own
+        Folder for ``<name>.<feature set>.npz``; ``None`` for the package's own
         ``fedaudit/data/_demo`` (what ships).
     seed
         Seed passed to :func:`~fedaudit.data.synth.synthesize_corpus`.
@@ -143,16 +166,22 @@ def build_demo_features(
                 synth_cb = _staged(progress, f"synth {name}")
                 extract_cb = _staged(progress, f"extract {name}")
             table = synthesize_corpus(name, base / name, seed=seed, progress=synth_cb)
-            features = extract_features(
-                table,
-                feature_set=DEMO_FEATURE_SET,
-                cache_dir=cache_dir,
-                n_jobs=n_jobs,
-                progress=extract_cb,
-            )
-            path = out / _file_name(name)
-            features.save(str(path))
-            written[name] = path
+            for feature_set in DEMO_FEATURE_SETS:
+                frames = {"n_frames": _FULL_LENGTH} if feature_set != DEMO_FEATURE_SET else {}
+                features = extract_features(
+                    table,
+                    feature_set=feature_set,
+                    cache_dir=cache_dir,
+                    n_jobs=n_jobs,
+                    progress=extract_cb,
+                    **frames,
+                )
+                if frames:  # keep every frame, no more padding than the longest utterance needs
+                    features = features.with_frames(int(features.lengths.max()))  # type: ignore[union-attr]
+                path = out / _file_name(name, feature_set)
+                features.save(str(path))
+                if feature_set == DEMO_FEATURE_SET:
+                    written[name] = path
     return written
 
 

@@ -1,9 +1,15 @@
-"""Utterance-level acoustic features: openSMILE functionals or a light MFCC set.
+"""Acoustic features: utterance-level openSMILE functionals or MFCC statistics, and MFCC frame sequences.
 
 :func:`extract_features` turns a corpus table (one row per audio file) into a
 :class:`~fedaudit.data.table.FeatureTable`. Files are processed in parallel by a
 process pool, in chunks, and each file's features are cached on disk so that a
 second run over the same corpus extracts nothing.
+
+Frame-level sets (``"mfcc-frames"``) give one vector per 20 ms frame. The cache
+keeps each file's frames at their own length; the table pads or truncates them
+to a fixed number of frames (a setting of the run) and flattens them frame-major,
+so that ``x[i].reshape(frame_shape)`` is utterance ``i``'s frame matrix and
+padding frames are all-zero vectors.
 """
 
 from __future__ import annotations
@@ -35,12 +41,15 @@ if TYPE_CHECKING:
     import pandas as pd
 
 __all__ = [
+    "DEFAULT_FRAMES",
     "FEATURE_SETS",
     "FeatureSetInfo",
     "MIN_DURATION",
     "MIN_SAMPLING_RATE",
     "extract_features",
     "feature_names",
+    "frame_feature_names",
+    "pad_frames",
 ]
 
 logger = logging.getLogger(__name__)
@@ -54,6 +63,10 @@ LISTED_SKIPPED = 5
 
 # Bump when the features a set produces change, to invalidate old cache files.
 _CACHE_VERSION = "1"
+
+#: Frames per utterance of a frame-level table unless a run says otherwise: 300 frames
+#: of 20 ms = 6 s, longer than most utterances of IEMOCAP and CREMA-D.
+DEFAULT_FRAMES = 300
 
 
 class _Extractor(Protocol):
@@ -70,16 +83,21 @@ class FeatureSetInfo:
     Parameters
     ----------
     n_features
-        Number of features per utterance.
+        Number of features per utterance, or per frame for a frame-level set.
     description
         One line for ``--help`` texts and the docs.
     factory
-        Builds the extractor; called once per worker process.
+        Builds the extractor; called once per worker process. Utterance-level
+        extractors return a vector, frame-level ones a ``(n_frames, n_features)``
+        matrix.
+    frame_level
+        Whether the set gives a sequence of frame vectors per utterance.
     """
 
     n_features: int
     description: str
     factory: Callable[[], _Extractor]
+    frame_level: bool = False
 
 
 # --------------------------------------------------------------------------- openSMILE
@@ -125,6 +143,14 @@ _MFCC_MELS = 26
 _MFCC_COEFS = 13
 _MFCC_STATS = ("mean", "std", "min", "max")
 
+# mfcc-frames: 20 ms frames with a 20 ms step, after level normalisation and light denoising.
+_FRAMES_LEN = 320  # 20 ms at 16 kHz
+_FRAMES_HOP = 320  # 20 ms
+_FRAMES_RMS = 0.1  # target RMS level of a signal (-20 dBFS)
+_FRAMES_NOISE_PERCENTILE = 10  # noise power per frequency bin: this percentile over the frames
+_FRAMES_FLOOR = 0.01  # spectral floor: at least this share of a bin's power is kept (-20 dB)
+_FRAMES_TRIM = 1e-6  # leading/trailing frames 60 dB below the loudest frame are trimmed
+
 
 @lru_cache(maxsize=1)
 def _mel_filterbank() -> np.ndarray:
@@ -155,6 +181,39 @@ def _deltas(c: np.ndarray, width: int = 2) -> np.ndarray:
     return num / (2.0 * sum(k * k for k in range(1, width + 1)))
 
 
+def _at_16k(signal: np.ndarray, sampling_rate: int) -> np.ndarray:
+    """The signal as float64 at 16 kHz (polyphase resampling)."""
+    from scipy.signal import resample_poly
+
+    x = np.asarray(signal, dtype=np.float64)
+    if sampling_rate != _MFCC_RATE:
+        g = math.gcd(int(sampling_rate), _MFCC_RATE)
+        x = resample_poly(x, _MFCC_RATE // g, int(sampling_rate) // g)
+    return x
+
+
+def _power_spectra(x: np.ndarray, frame: int, hop: int, window: np.ndarray) -> np.ndarray:
+    """Pre-emphasis, Hamming-windowed frames, power spectra: shape ``(n_frames, n_fft // 2 + 1)``.
+
+    A signal shorter than one frame is zero-padded to one frame; otherwise the
+    frames are the ``1 + (len(x) - frame) // hop`` full frames.
+    """
+    x = np.append(x[:1], x[1:] - 0.97 * x[:-1])  # pre-emphasis
+    if len(x) < frame:
+        x = np.pad(x, (0, frame - len(x)))
+    windows = np.lib.stride_tricks.sliding_window_view(x, frame)
+    frames = windows[::hop] * window
+    return np.abs(np.fft.rfft(frames, n=_MFCC_NFFT, axis=1)) ** 2 / _MFCC_NFFT
+
+
+def _cepstra(power: np.ndarray) -> np.ndarray:
+    """13 MFCCs per frame from power spectra (26 mel bands, log, orthonormal DCT-II)."""
+    from scipy.fft import dct
+
+    log_mel = np.log(power @ _mel_filterbank().T + 1e-10)
+    return dct(log_mel, type=2, norm="ortho", axis=1)[:, :_MFCC_COEFS]
+
+
 class _MfccExtractor:
     """13 MFCCs and their deltas (25 ms Hamming frames, 10 ms hop, 26 mel bands at 16 kHz),
     summarised by mean, standard deviation, minimum and maximum: 104 features."""
@@ -171,26 +230,50 @@ class _MfccExtractor:
         self._window = np.hamming(_MFCC_FRAME)
 
     def __call__(self, signal: np.ndarray, sampling_rate: int) -> np.ndarray:
-        from scipy.fft import dct
-        from scipy.signal import resample_poly
-
-        x = np.asarray(signal, dtype=np.float64)
-        if sampling_rate != _MFCC_RATE:
-            g = math.gcd(int(sampling_rate), _MFCC_RATE)
-            x = resample_poly(x, _MFCC_RATE // g, int(sampling_rate) // g)
-        x = np.append(x[:1], x[1:] - 0.97 * x[:-1])  # pre-emphasis
-        if len(x) < _MFCC_FRAME:
-            x = np.pad(x, (0, _MFCC_FRAME - len(x)))
-        windows = np.lib.stride_tricks.sliding_window_view(x, _MFCC_FRAME)
-        frames = windows[::_MFCC_HOP] * self._window
-        power = np.abs(np.fft.rfft(frames, n=_MFCC_NFFT, axis=1)) ** 2 / _MFCC_NFFT
-        log_mel = np.log(power @ _mel_filterbank().T + 1e-10)
-        mfcc = dct(log_mel, type=2, norm="ortho", axis=1)[:, :_MFCC_COEFS]
+        x = _at_16k(signal, sampling_rate)
+        mfcc = _cepstra(_power_spectra(x, _MFCC_FRAME, _MFCC_HOP, self._window))
         parts = []
         for c in (mfcc, _deltas(mfcc)):
             # (coef, stat) order, matching self.names
             parts.append(np.stack([c.mean(0), c.std(0), c.min(0), c.max(0)], axis=1).reshape(-1))
         return np.concatenate(parts)
+
+
+class _MfccFramesExtractor:
+    """13 MFCCs per 20 ms frame with a 20 ms step, on a level-normalised, lightly denoised signal.
+
+    Steps, all at 16 kHz: the mean (DC) is removed and the signal scaled to an
+    RMS of 0.1 (-20 dBFS), so that recording level does not reach the features;
+    pre-emphasis (0.97); 20 ms Hamming frames with a 20 ms step; power spectra
+    (512-point FFT); spectral subtraction with a floor: the noise power of each
+    frequency bin is estimated as its 10th percentile over the utterance's
+    frames, subtracted, and at least 1% (-20 dB) of each bin's power is kept;
+    leading and trailing frames more than 60 dB below the loudest frame
+    (digital silence) are trimmed; 26 mel bands, log, DCT-II, 13 coefficients.
+    The result has one row per frame (shape ``(n_frames, 13)``): a second of
+    steady sound at any sampling rate gives 50 frames.
+    """
+
+    version = "numpy-mfcc-frames-1"
+
+    def __init__(self) -> None:
+        self.names = tuple(f"mfcc{i}" for i in range(_MFCC_COEFS))
+        self._window = np.hamming(_FRAMES_LEN)
+
+    def __call__(self, signal: np.ndarray, sampling_rate: int) -> np.ndarray:
+        x = _at_16k(signal, sampling_rate)
+        x = x - x.mean()
+        rms = float(np.sqrt(np.mean(x * x)))
+        if not rms > 1e-8:
+            raise ValueError("the signal is silent")
+        x = x * (_FRAMES_RMS / rms)
+        power = _power_spectra(x, _FRAMES_LEN, _FRAMES_HOP, self._window)
+        noise = np.percentile(power, _FRAMES_NOISE_PERCENTILE, axis=0)
+        power = np.maximum(power - noise, _FRAMES_FLOOR * power)
+        energy = power.sum(axis=1)
+        loud = np.flatnonzero(energy > _FRAMES_TRIM * energy.max())
+        power = power[loud[0] : loud[-1] + 1]
+        return _cepstra(power)
 
 
 # --------------------------------------------------------------------------- registry
@@ -218,6 +301,12 @@ FEATURE_SETS: Mapping[str, FeatureSetInfo] = MappingProxyType(
             description="13 MFCCs + deltas, mean/std/min/max (104); numpy only",
             factory=_MfccExtractor,
         ),
+        "mfcc-frames": FeatureSetInfo(
+            n_features=_MFCC_COEFS,
+            description="13 MFCCs per 20 ms frame, 20 ms step, normalised and denoised signal; numpy only",
+            factory=_MfccFramesExtractor,
+            frame_level=True,
+        ),
     }
 )
 
@@ -241,7 +330,7 @@ def _check_feature_set(feature_set: str) -> None:
 
 
 def feature_names(feature_set: str) -> tuple[str, ...]:
-    """Names of the features of a registered feature set, in column order.
+    """Names of the features of a registered feature set, in column order (per frame for a frame-level set).
 
     Raises
     ------
@@ -250,6 +339,55 @@ def feature_names(feature_set: str) -> tuple[str, ...]:
     """
     _check_feature_set(feature_set)
     return _extractor(feature_set).names
+
+
+def frame_feature_names(names: Sequence[str], n_frames: int) -> tuple[str, ...]:
+    """Column names of a flattened frame table: ``"t000_mfcc0"``, ... frame-major."""
+    width = max(3, len(str(n_frames - 1)))
+    return tuple(f"t{t:0{width}d}_{name}" for t in range(n_frames) for name in names)
+
+
+def pad_frames(frames: Sequence[np.ndarray], n_frames: int) -> tuple[np.ndarray, np.ndarray]:
+    """Pad with all-zero frames or truncate frame matrices to ``n_frames`` frames and flatten them.
+
+    Parameters
+    ----------
+    frames
+        One ``(length_i, C)`` matrix per utterance.
+    n_frames
+        Frames per utterance of the result; longer utterances keep their first
+        ``n_frames`` frames.
+
+    Returns
+    -------
+    x : numpy.ndarray
+        float32, shape ``(n_utterances, n_frames * C)``, frame-major.
+    lengths : numpy.ndarray
+        int64, the valid frames of each row (``min(length_i, n_frames)``).
+
+    Examples
+    --------
+    >>> x, lengths = pad_frames([np.ones((3, 2)), np.ones((1, 2))], 2)
+    >>> x.tolist(), lengths.tolist()
+    ([[1.0, 1.0, 1.0, 1.0], [1.0, 1.0, 0.0, 0.0]], [2, 1])
+    """
+    if isinstance(n_frames, bool) or not isinstance(n_frames, int | np.integer) or n_frames < 1:
+        raise InvalidParameterError(
+            f"The 'n_frames' parameter of pad_frames must be an int >= 1. Got {n_frames!r} instead."
+        )
+    if not frames:
+        raise InvalidParameterError("pad_frames got no frame matrices; pass one per utterance.")
+    dims = {int(np.shape(f)[1]) for f in frames}
+    if len(dims) != 1:
+        raise InvalidParameterError(f"pad_frames got frame matrices of different widths {sorted(dims)}.")
+    (dim,) = dims
+    out = np.zeros((len(frames), int(n_frames), dim), dtype=np.float32)
+    lengths = np.empty(len(frames), dtype=np.int64)
+    for i, f in enumerate(frames):
+        n = min(len(f), int(n_frames))
+        out[i, :n] = f[:n]
+        lengths[i] = n
+    return out.reshape(len(frames), -1), lengths
 
 
 # --------------------------------------------------------------------------- per-file work
@@ -342,12 +480,17 @@ def _cache_file(root: Path, feature_set: str, version: str, corpus: str, path: s
     return root / feature_set / (_UNSAFE.sub("_", corpus) or "_") / f"{digest}.npy"
 
 
-def _cache_read(file: Path, n_features: int) -> np.ndarray | None:
+def _cache_read(file: Path, n_features: int, *, frame_level: bool = False) -> np.ndarray | None:
+    """A cached vector of ``n_features`` (or ``(n_frames, n_features)`` frames), or ``None`` if unusable."""
     try:
         x = np.load(file, allow_pickle=False)
     except (OSError, ValueError, EOFError):
         return None
-    return x if x.shape == (n_features,) and np.all(np.isfinite(x)) else None
+    if frame_level:
+        shape_ok = x.ndim == 2 and x.shape[0] >= 1 and x.shape[1] == n_features
+    else:
+        shape_ok = x.shape == (n_features,)
+    return x if shape_ok and np.all(np.isfinite(x)) else None
 
 
 def _cache_write(file: Path, x: np.ndarray) -> None:
@@ -413,8 +556,9 @@ def extract_features(
     cache_dir: str | os.PathLike[str] | None = None,
     n_jobs: int = 2,
     progress: Callable[[int, int], None] | None = None,
+    n_frames: int | None = None,
 ) -> FeatureTable:
-    """Extract one feature vector per audio file of a corpus table.
+    """Extract one feature vector (or one sequence of frame vectors) per audio file of a corpus table.
 
     Audio is read with soundfile. Files with several channels are mixed down
     to mono (the mean of the channels). openSMILE sets are computed at each
@@ -434,7 +578,8 @@ def extract_features(
         Corpus table with the columns :data:`~fedaudit.data.table.CORPUS_COLUMNS`.
     feature_set
         A key of :data:`FEATURE_SETS`: ``"emobase"`` (988), ``"egemaps"`` (88),
-        ``"compare"`` (6373) or ``"mfcc"`` (104, no openSMILE needed).
+        ``"compare"`` (6373), ``"mfcc"`` (104, no openSMILE needed) or
+        ``"mfcc-frames"`` (13 per 20 ms frame, see ``docs/features.md``).
     cache_dir
         Folder of the feature cache, or ``None`` for no cache. Each file's
         features go to ``<cache_dir>/<feature_set>/<corpus>/<hash>.npy``, keyed
@@ -445,16 +590,24 @@ def extract_features(
     progress
         Called as ``progress(done, total)`` as files complete (cached files
         count as done at once).
+    n_frames
+        Frame-level sets only: frames per utterance of the table (default
+        :data:`DEFAULT_FRAMES`); shorter utterances are padded with all-zero
+        frames, longer ones truncated. The cache keeps every frame, so another
+        ``n_frames`` extracts nothing again.
 
     Returns
     -------
     FeatureTable
         float32 features in the table's row order, without the skipped rows.
+        A frame-level table has ``frame_shape = (n_frames, C)`` and the valid
+        frames of each row in ``lengths``.
 
     Raises
     ------
     InvalidParameterError
-        If ``feature_set`` is unknown or ``n_jobs`` < 1.
+        If ``feature_set`` is unknown, ``n_jobs`` < 1, or ``n_frames`` is
+        given for an utterance-level set or is < 1.
     CorpusError
         If ``table`` lacks columns or has bad gender codes.
     FeatureError
@@ -481,6 +634,19 @@ def extract_features(
             "The 'n_jobs' parameter of extract_features must be an int >= 1. "
             f"Got {n_jobs!r} instead."
         )
+    info = FEATURE_SETS[feature_set]
+    if n_frames is not None and not info.frame_level:
+        raise InvalidParameterError(
+            f"The 'n_frames' parameter of extract_features applies to frame-level feature sets "
+            f"({sorted(k for k, v in FEATURE_SETS.items() if v.frame_level)}); {feature_set!r} gives one vector "
+            "per utterance. Drop n_frames or choose a frame-level set."
+        )
+    if info.frame_level:
+        n_frames = DEFAULT_FRAMES if n_frames is None else n_frames
+        if isinstance(n_frames, bool) or not isinstance(n_frames, int | np.integer) or n_frames < 1:
+            raise InvalidParameterError(
+                f"The 'n_frames' parameter of extract_features must be an int >= 1. Got {n_frames!r} instead."
+            )
     check_corpus_table(table, name="passed to extract_features")
     total = len(table)
     if total == 0:
@@ -493,7 +659,7 @@ def extract_features(
     n_features = len(ext.names)
     paths = [str(p) for p in table["path"]]
     corpora = [str(c) for c in table["corpus"]]
-    x = np.empty((total, n_features), dtype=np.float32)
+    values: list[np.ndarray | None] = [None] * total
     ok = np.zeros(total, dtype=bool)
     reasons: dict[int, str] = {}
     channels: dict[int, int] = {}
@@ -505,9 +671,10 @@ def extract_features(
     for i, path in enumerate(paths):
         if root is not None:
             cache_files[i] = _cache_file(root, feature_set, ext.version, corpora[i], path)
-            cached = _cache_read(cache_files[i], n_features) if cache_files[i] is not None else None
+            file = cache_files[i]
+            cached = _cache_read(file, n_features, frame_level=info.frame_level) if file is not None else None
             if cached is not None:
-                x[i], ok[i] = cached, True
+                values[i], ok[i] = cached.astype(np.float32, copy=False), True
                 continue
         todo.append((i, path))
     done = total - len(todo)
@@ -522,9 +689,9 @@ def extract_features(
             if vec is None:
                 reasons[i] = reason
                 continue
-            x[i], ok[i] = vec, True
+            values[i], ok[i] = np.asarray(vec, dtype=np.float32), True
             if cache_files[i] is not None:
-                _cache_write(cache_files[i], x[i])
+                _cache_write(cache_files[i], values[i])
         done += len(results)
         if progress is not None:
             progress(done, total)
@@ -557,13 +724,25 @@ def extract_features(
     def col(name: str) -> np.ndarray:
         return table[name].to_numpy().astype(str)[ok]
 
+    kept = [v for v in values if v is not None]
+    frame_shape: tuple[int, int] | None = None
+    lengths: np.ndarray | None = None
+    names = ext.names
+    if info.frame_level:
+        x, lengths = pad_frames(kept, int(n_frames))  # type: ignore[arg-type]
+        frame_shape = (int(n_frames), n_features)  # type: ignore[arg-type]
+        names = frame_feature_names(ext.names, int(n_frames))  # type: ignore[arg-type]
+    else:
+        x = np.stack(kept).astype(np.float32, copy=False)
     return FeatureTable(
-        x=x[ok],
+        x=x,
         utterance_id=col("utterance_id"),
         speaker_id=col("speaker_id"),
         gender=col("gender"),
         emotion=col("emotion"),
         corpus=col("corpus"),
         feature_set=feature_set,
-        feature_names=ext.names,
+        feature_names=names,
+        frame_shape=frame_shape,
+        lengths=lengths,
     )

@@ -20,6 +20,7 @@ def load_features(
     cache_dir: str | os.PathLike[str] | None = None,
     n_jobs: int = 2,
     progress: Callable[[int, int], None] | None = None,
+    n_frames: int | None = None,
 ) -> FeatureTable:
     """Features of one or more corpora, combined.
 
@@ -27,8 +28,9 @@ def load_features(
     shipped with fedaudit and need no root. Every other corpus is read from
     its root in its published layout (one root per non-demo corpus, in order)
     and its audio is run through openSMILE, with an on-disk cache.
+    ``n_frames`` sets the frames per utterance of a frame-level set (``mfcc-frames``).
     """
-    from fedaudit.data.demo import DEMO_CORPORA, load_demo
+    from fedaudit.data.demo import DEMO_CORPORA, DEMO_FEATURE_SETS, load_demo
     from fedaudit.data.features import extract_features
     from fedaudit.data.loaders import LOADERS, load_corpus
 
@@ -48,15 +50,16 @@ def load_features(
     tables = []
     for name in corpora:
         if name in DEMO_CORPORA:
-            if feature_set != "emobase":
+            if feature_set not in DEMO_FEATURE_SETS:
                 raise CorpusError(
-                    f"The demo corpus {name!r} ships Emo-Base features only; got feature set {feature_set!r}. "
+                    f"The demo corpus {name!r} ships the feature sets {list(DEMO_FEATURE_SETS)}; got {feature_set!r}. "
                     "Synthesise its audio with `fedaudit corpus synth` to extract other features."
                 )
-            tables.append(load_demo(name))
+            tables.append(load_demo(name, feature_set=feature_set, n_frames=n_frames))
         else:
             utterances = load_corpus(name, root_of[name])
             tables.append(
-                extract_features(utterances, feature_set=feature_set, cache_dir=cache_dir, n_jobs=n_jobs, progress=progress)
+                extract_features(utterances, feature_set=feature_set, cache_dir=cache_dir, n_jobs=n_jobs,
+                                 progress=progress, n_frames=n_frames)
             )
     return FeatureTable.concat(tables)

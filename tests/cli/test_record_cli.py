@@ -64,7 +64,7 @@ def test_existing_output_is_refused_without_force(tmp_path: Path) -> None:
         (["--dropout", "abc"], "--dropout takes a rate"),
         (["--corpus", "crema-d"], "Give one --data-root per non-demo corpus"),
         (["--corpus", "crema-d", "--data-root", "/does/not/exist"], "/does/not/exist"),
-        (["--feature-set", "mfcc"], "ships Emo-Base features only"),
+        (["--feature-set", "mfcc"], "ships the feature sets"),
     ],
 )
 def test_bad_input_is_one_clear_sentence_and_nonzero_exit(tmp_path: Path, args: list[str], needle: str) -> None:

@@ -86,8 +86,8 @@ def count_extractions(monkeypatch: pytest.MonkeyPatch) -> list[str]:
 
 
 def test_registry_dimensions_match_extractors() -> None:
-    assert set(FEATURE_SETS) == {"emobase", "egemaps", "compare", "mfcc"}
-    for name in ("emobase", "egemaps", "mfcc"):
+    assert set(FEATURE_SETS) == {"emobase", "egemaps", "compare", "mfcc", "mfcc-frames"}
+    for name in ("emobase", "egemaps", "mfcc", "mfcc-frames"):
         assert len(feature_names(name)) == FEATURE_SETS[name].n_features
     assert FEATURE_SETS["emobase"].n_features == 988
     assert FEATURE_SETS["egemaps"].n_features == 88
@@ -321,7 +321,7 @@ def test_all_files_failing_raises(tmp_path: Path) -> None:
 
 
 def test_unknown_feature_set_lists_the_choices(good_wavs: list[Path]) -> None:
-    expected = r"must be one of \['compare', 'egemaps', 'emobase', 'mfcc'\]. Got 'mfc' instead"
+    expected = r"must be one of \['compare', 'egemaps', 'emobase', 'mfcc', 'mfcc-frames'\]. Got 'mfc' instead"
     with pytest.raises(InvalidParameterError, match=expected):
         extract_features(_table(good_wavs), feature_set="mfc")
 
