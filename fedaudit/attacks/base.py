@@ -52,6 +52,7 @@ __all__ = [
     "fusion_weights",
     "gender_labels",
     "layer_of",
+    "layer_parameters",
     "load_attack",
     "register_attack",
     "resolve_layers",
@@ -98,6 +99,9 @@ class AttackerKnowledge:
         The target run's configuration as recorded in its ``/run/config``
         (normalisation, feature set, architecture, ...): the threat model
         assumes the attacker knows the target's setup, never its clients' data.
+    target_shapes
+        The target's parameter shapes in model order (``{"conv1.weight": (32, 13, 5), ...}``,
+        from its ``/run/architecture``): the attacker knows the architecture.
 
     Examples
     --------
@@ -108,6 +112,7 @@ class AttackerKnowledge:
     shadows: Sequence[UpdateStore] = ()
     public: FeatureTable | None = None
     target_config: Mapping[str, Any] | None = None
+    target_shapes: Mapping[str, Sequence[int]] | None = None
 
     def __post_init__(self) -> None:
         from fedaudit.record.reader import UpdateStore
@@ -130,6 +135,13 @@ class AttackerKnowledge:
     def target_normalization(self) -> str:
         """The target's input normalisation (``"global"`` when its configuration is not known)."""
         return str((self.target_config or {}).get("normalization", "global"))
+
+    @property
+    def target_layers(self) -> list[str] | None:
+        """The target's layer names, input first, when its shapes are known."""
+        if self.target_shapes is None:
+            return None
+        return list(dict.fromkeys(layer_of(p) for p in self.target_shapes))
 
     @property
     def target_feature_set(self) -> str | None:
@@ -171,6 +183,26 @@ def check_is_fitted(attack: Attack) -> None:
 def layer_of(parameter: str) -> str:
     """The layer a parameter belongs to: ``"fc1.weight"`` -> ``"fc1"``."""
     return parameter.rsplit(".", 1)[0]
+
+
+def layer_parameters(parameters: Sequence[str], layer: str) -> list[str]:
+    """The parameters of one layer, in model order: ``(["fc1.weight", "fc1.bias", "fc2.weight"], "fc1")`` -> the first two.
+
+    A layer is every parameter whose name before the last ``"."`` is the layer's
+    name: ``fc1.weight`` and ``fc1.bias``, ``conv1.weight`` and ``conv1.bias``,
+    or the four tensors of an LSTM (``lstm1.weight_ih_l0``, ``lstm1.weight_hh_l0``,
+    ``lstm1.bias_ih_l0``, ``lstm1.bias_hh_l0``).
+
+    Raises
+    ------
+    InvalidParameterError
+        If no parameter belongs to ``layer``.
+    """
+    found = [p for p in parameters if layer_of(p) == layer]
+    if not found:
+        layers = list(dict.fromkeys(layer_of(p) for p in parameters))
+        raise InvalidParameterError(f"Unknown layer {layer!r}; this model has layers {layers}.")
+    return found
 
 
 def resolve_layers(layers: Sequence[str] | Sequence[int] | None, available: Sequence[str]) -> list[str]:

@@ -3,7 +3,11 @@
 Implementation based on Feng, Hashemi, Hebbar, Annavaram and Narayanan,
 "Attribute inference attack of speech emotion recognition in federated learning
 settings" (Interspeech 2022), https://arxiv.org/abs/2112.13416, without the
-defects of its reference code (see ``docs/attacks-cnn.md``).
+defects of its reference code (see ``docs/attacks-cnn.md``). Any layer type is
+read: every tensor of 2 or more dimensions of a layer is an image ``(out, rest)``
+(a Conv1d weight ``(out, in, k)`` becomes ``(out, in * k)``, an LSTM's
+``weight_ih_l0`` ``(4H, C)`` and ``weight_hh_l0`` ``(4H, H)`` two images), and
+its 1-D tensors (biases) are concatenated after the image branches.
 """
 
 from __future__ import annotations
@@ -25,7 +29,14 @@ from fedaudit.attacks._data import (
     iter_blocks,
     shadow_rows,
 )
-from fedaudit.attacks.base import Attack, AttackerKnowledge, register_attack, resolve_layers
+from fedaudit.attacks.base import (
+    Attack,
+    AttackerKnowledge,
+    layer_of,
+    layer_parameters,
+    register_attack,
+    resolve_layers,
+)
 from fedaudit.exceptions import InvalidParameterError
 from fedaudit.metrics.basic import uar
 
@@ -43,6 +54,12 @@ DENSE_WIDTHS: tuple[int, ...] = (256, 128)
 _PREDICT_BATCH = 32
 #: Rows read from HDF5 per block when loading shadow updates.
 _READ_BLOCK = 64
+
+#: Largest flattened map of a branch: that of the 256 x 988 Emo-Base input layer (64 x 32 x 123).
+#: A larger image (a 3,900-wide frame-sequence layer) is max-pooled further, to at most this size.
+MAX_FLAT = 64 * 32 * 123
+#: How the validation split groups the shadow updates (see :class:`CNNFusionAttack`).
+VAL_SPLITS: tuple[str, ...] = ("client", "speaker")
 
 #: Called during ``fit`` with one dict per finished epoch (see :class:`CNNFusionAttack`).
 ProgressCallback = Callable[[Mapping[str, Any]], None]
@@ -62,38 +79,70 @@ def _pool_kernels(height: int, width: int, n_blocks: int) -> list[tuple[int, int
     return kernels
 
 
+def _final_pool(height: int, width: int, channels: int, n_blocks: int) -> tuple[int, int] | None:
+    """Output size of an extra adaptive max-pooling that keeps the flattened map at most :data:`MAX_FLAT`.
+
+    ``None`` when the map after the blocks is small enough (every layer of the
+    Emo-Base MLP); otherwise the longer axis is halved until it fits.
+    """
+    for kh, kw in _pool_kernels(height, width, n_blocks):
+        height, width = height // kh, width // kw
+    if channels * height * width <= MAX_FLAT:
+        return None
+    while channels * height * width > MAX_FLAT:
+        if width >= height:
+            width = max(1, (width + 1) // 2)
+        else:
+            height = max(1, (height + 1) // 2)
+    return height, width
+
+
+def _conv_stack(height: int, width: int, dropout: float) -> nn.Sequential:
+    """Three blocks Conv2d -> ReLU -> MaxPool2d -> Dropout2d for a one-channel ``height x width`` image."""
+    blocks: list[nn.Module] = []
+    channels = 1
+    for filters, kernel in zip(CONV_FILTERS, _pool_kernels(height, width, len(CONV_FILTERS)), strict=True):
+        blocks += [
+            nn.Conv2d(channels, filters, kernel_size=KERNEL_SIZE, padding=PADDING),
+            nn.ReLU(),
+            nn.MaxPool2d(kernel_size=kernel, stride=kernel),
+            nn.Dropout2d(dropout),
+        ]
+        channels = filters
+    extra = _final_pool(height, width, channels, len(CONV_FILTERS))
+    if extra is not None:
+        blocks.append(nn.AdaptiveMaxPool2d(extra))
+    return nn.Sequential(*blocks)
+
+
 class LayerBranch(nn.Module):
-    """Classifier of one layer's update: conv image branch, bias concatenated, MLP to 2 classes.
+    """Classifier of one layer's update: one conv image branch per weight tensor, biases concatenated, MLP to 2 classes.
 
     Parameters
     ----------
     weight_shape
         ``(out, in)`` of the layer's weight update (trailing dimensions of a
-        convolution weight are flattened into ``in``).
+        convolution weight are flattened into ``in``), or a list of such shapes,
+        one per weight tensor of the layer (an LSTM's ``weight_ih_l0`` and
+        ``weight_hh_l0``).
     n_bias
-        Length of the layer's bias update (0 if the layer has no bias).
+        Length of the layer's bias updates, all 1-D tensors together (0 if none).
     dropout
         Drop rate after each convolutional block (channel dropout) and after each dense layer.
     """
 
-    def __init__(self, weight_shape: Sequence[int], n_bias: int, *, dropout: float) -> None:
+    def __init__(self, weight_shape: Sequence[int] | Sequence[Sequence[int]], n_bias: int, *, dropout: float) -> None:
         super().__init__()
-        height, width = int(weight_shape[0]), int(math.prod(weight_shape[1:]))
-        self.weight_shape = (height, width)
+        shapes = [weight_shape] if isinstance(weight_shape[0], (int, np.integer)) else list(weight_shape)
+        self.image_shapes = [(int(s[0]), int(math.prod(s[1:]))) for s in shapes]  # type: ignore[index]
+        self.weight_shape = self.image_shapes[0]
         self.n_bias = int(n_bias)
-        blocks: list[nn.Module] = []
-        channels = 1
-        for filters, kernel in zip(CONV_FILTERS, _pool_kernels(height, width, len(CONV_FILTERS)), strict=True):
-            blocks += [
-                nn.Conv2d(channels, filters, kernel_size=KERNEL_SIZE, padding=PADDING),
-                nn.ReLU(),
-                nn.MaxPool2d(kernel_size=kernel, stride=kernel),
-                nn.Dropout2d(dropout),
-            ]
-            channels = filters
-        self.conv = nn.Sequential(*blocks)
+        # the first image keeps the name ``conv`` so that models saved before several images were read still load
+        self.conv = _conv_stack(*self.image_shapes[0], dropout)
+        self.more_convs = nn.ModuleList(_conv_stack(h, w, dropout) for h, w in self.image_shapes[1:])
         with torch.no_grad():  # flatten size from a dummy forward, never hard-coded
-            self.n_flat = int(self.conv(torch.zeros(1, 1, height, width)).numel())
+            self.n_flats = [int(c(torch.zeros(1, 1, h, w)).numel()) for c, (h, w) in zip(self._convs(), self.image_shapes, strict=True)]
+        self.n_flat = sum(self.n_flats)
         dense: list[nn.Module] = []
         n_in = self.n_flat + self.n_bias
         for n_out in DENSE_WIDTHS:
@@ -103,6 +152,9 @@ class LayerBranch(nn.Module):
         self.head = nn.Sequential(*dense)
         self.reset_parameters()
 
+    def _convs(self) -> list[nn.Module]:
+        return [self.conv, *self.more_convs]
+
     def reset_parameters(self) -> None:
         """Xavier-uniform weights and biases of 0.01 (what the reference code meant to apply)."""
         for module in self.modules():
@@ -110,12 +162,14 @@ class LayerBranch(nn.Module):
                 nn.init.xavier_uniform_(module.weight)
                 nn.init.constant_(module.bias, 0.01)
 
-    def forward(self, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
-        """Logits ``(n, 2)`` from normalised ``weight`` ``(n, out, in)`` and ``bias`` ``(n, out)``."""
-        z = self.conv(weight.reshape(weight.shape[0], 1, *self.weight_shape)).flatten(1)
+    def forward(self, weight: torch.Tensor | Sequence[torch.Tensor], bias: torch.Tensor | None) -> torch.Tensor:
+        """Logits ``(n, 2)`` from normalised weight images ``(n, out, in)`` (one, or a list) and biases ``(n, n_bias)``."""
+        images = [weight] if isinstance(weight, torch.Tensor) else list(weight)
+        z = [conv(w.reshape(w.shape[0], 1, *shape)).flatten(1)
+             for conv, w, shape in zip(self._convs(), images, self.image_shapes, strict=True)]
         if self.n_bias:
-            z = torch.cat((z, bias.reshape(bias.shape[0], -1)), dim=1)
-        return self.head(z)
+            z.append(bias.reshape(bias.shape[0], -1))
+        return self.head(torch.cat(z, dim=1) if len(z) > 1 else z[0])
 
 
 @register_attack
@@ -132,9 +186,13 @@ class CNNFusionAttack(Attack):
     kernel 5, padding 2) -> ReLU -> MaxPool2d(2) -> dropout; the flattened maps
     are concatenated with the normalised bias update and go through a
     256 -> 128 -> 2 MLP. An axis shorter than 2 is not pooled any further, so
-    a small last layer (4 x 128) works. The branches are trained separately;
-    the fused probability is the average of the branches' probabilities
-    weighted by the number of values (weight + bias) of each layer's update.
+    a small last layer (4 x 128) works; a map larger than that of the 256 x 988
+    Emo-Base layer (:data:`MAX_FLAT`) is max-pooled down to it. A layer with
+    several weight tensors (an LSTM) gets one image stack per tensor, their maps
+    concatenated; a Conv1d weight ``(out, in, k)`` is the image ``(out, in * k)``.
+    The branches are trained separately; the fused probability is the average
+    of the branches' probabilities weighted by the number of values of each
+    layer's update.
 
     Parameters
     ----------
@@ -153,10 +211,15 @@ class CNNFusionAttack(Attack):
         Stop a branch after this many epochs without a better validation UAR;
         the weights of the best epoch are kept.
     val_fraction
-        Share of shadow clients (per gender) held out for validation. The split
-        is by client, never by update; when the shadow ground truth names the
-        speakers, all clients of one speaker (in any shadow recording) fall on
-        the same side.
+        Share of shadow clients (per gender) held out for validation (early
+        stopping). The split is by client, never by update.
+    val_split
+        ``"client"`` (default): validation holds out whole clients of a shadow
+        run, as the ``stats`` attack does, so a voice held out in one run still
+        trains in the others and few shadow speakers remain enough to learn
+        from. ``"speaker"``: all clients of one speaker (same corpus) in every
+        shadow run fall on the same side, a stricter validation that, with few
+        speakers, leaves few voices to train on (with 4 shadow speakers, 2).
     max_train_updates
         Train on at most this many shadow updates, drawn in proportion to each
         client's number of updates (a CPU budget). The validation set is then
@@ -167,8 +230,11 @@ class CNNFusionAttack(Attack):
         Torch device; ``None`` picks CUDA when available, else the CPU (with
         every thread torch is allowed to use).
     progress
-        Called after every epoch with a dict (``layer``, ``epoch``,
-        ``train_loss``, ``val_uar``, ``best_epoch``, ``seconds``). Not saved
+        Called after every epoch with a dict (``layer``, ``layer_index``,
+        ``n_layers``, ``epoch``, ``epochs``, ``train_loss``, ``val_uar``,
+        ``best_epoch``, ``seconds``, ``done`` (the branch's last epoch), and
+        ``work_done`` / ``work_total``, the fit's progress in epochs weighted by
+        layer size, for an ETA; ``work_total`` shrinks when a branch stops early). Not saved
         with the model.
 
     Attributes
@@ -212,6 +278,7 @@ class CNNFusionAttack(Attack):
         dropout: float = 0.2,
         patience: int = 5,
         val_fraction: float = 0.2,
+        val_split: str = "client",
         max_train_updates: int | None = None,
         seed: int = 0,
         device: str | None = None,
@@ -224,6 +291,7 @@ class CNNFusionAttack(Attack):
         self.dropout = dropout
         self.patience = patience
         self.val_fraction = val_fraction
+        self.val_split = val_split
         self.max_train_updates = max_train_updates
         self.seed = seed
         self.device = device
@@ -257,6 +325,8 @@ class CNNFusionAttack(Attack):
             fail("dropout", "a float in [0, 1)")
         if not (isinstance(self.val_fraction, (int, float)) and 0 < self.val_fraction < 1):
             fail("val_fraction", "a float in (0, 1)")
+        if self.val_split not in VAL_SPLITS:
+            fail("val_split", f"one of {list(VAL_SPLITS)}")
         if self.max_train_updates is not None and (
             not isinstance(self.max_train_updates, (int, np.integer))
             or isinstance(self.max_train_updates, bool)
@@ -308,10 +378,12 @@ class CNNFusionAttack(Attack):
         if not layers:
             raise InvalidParameterError("The 'layers' parameter of CNNFusionAttack selects no layer.")
         params = {layer: _layer_params(stores[0], layer) for layer in layers}
-        shapes = check_same_architecture(stores, [p for ps in params.values() for p in ps.values()])
+        shapes = check_same_architecture(stores, [p for ps in params.values() for p in ps["images"] + ps["vectors"]])
         device = self._torch_device()
 
-        rows = _speaker_grouped(stores, shadow_rows(stores))
+        rows = shadow_rows(stores)
+        if self.val_split == "speaker":
+            rows = _speaker_grouped(stores, rows)
         if len(np.unique(rows.y)) < 2:
             raise InvalidParameterError(
                 "The shadow recordings hold clients of one gender only; the attack needs both to learn."
@@ -327,22 +399,27 @@ class CNNFusionAttack(Attack):
         branches: dict[str, LayerBranch] = {}
         norm_stats: dict[str, dict[str, float]] = {}
         history: dict[str, dict[str, Any]] = {}
+        sizes = {layer: sum(int(math.prod(shapes[p])) for p in ps["images"] + ps["vectors"]) for layer, ps in params.items()}
+        self._work = {"done": 0.0, "total": float(sum(sizes.values()) * int(self.epochs)), "sizes": sizes,
+                      "n_layers": len(layers)}
         for index, layer in enumerate(layers):
-            w_name, b_name = params[layer]["weight"], params[layer].get("bias")
-            names = [w_name] + ([b_name] if b_name else [])
-            xw, xb, stats = _load(stores, rows, names, train, stats=None)
-            vw, vb, _ = _load(stores, rows, names, val, stats=stats)
+            images, vectors = params[layer]["images"], params[layer]["vectors"]
+            xw, xb, stats = _load(stores, rows, images, vectors, train, stats=None)
+            vw, vb, _ = _load(stores, rows, images, vectors, val, stats=stats)
             norm_stats[layer] = stats
             branch = _build_branch(
-                shapes[w_name], int(math.prod(shapes[b_name])) if b_name else 0, dropout=float(self.dropout)
+                [shapes[p] for p in images], sum(int(math.prod(shapes[p])) for p in vectors), dropout=float(self.dropout)
             )
             branches[layer], history[layer] = self._train_branch(
-                layer, branch, (xw, xb, rows.y[train]), (vw, vb, rows.y[val]), device, seed=int(self.seed) + index
+                layer, branch, (xw, xb, rows.y[train]), (vw, vb, rows.y[val]), device, seed=int(self.seed) + index,
+                index=index,
             )
             del xw, xb, vw, vb
+        del self._work
 
         self.layers_ = list(layers)
-        self.parameters_ = [p for layer in layers for p in params[layer].values()]
+        self.parameters_ = [p for layer in layers for p in stores[0].parameter_names if p in params[layer]["images"]
+                            or p in params[layer]["vectors"]]
         self.shapes_ = {p: tuple(shapes[p]) for p in self.parameters_}
         self.branches_ = branches
         self.norm_stats_ = norm_stats
@@ -359,11 +436,12 @@ class CNNFusionAttack(Attack):
         self,
         layer: str,
         branch: LayerBranch,
-        train: tuple[torch.Tensor, torch.Tensor | None, np.ndarray],
-        val: tuple[torch.Tensor, torch.Tensor | None, np.ndarray],
+        train: tuple[list[torch.Tensor], torch.Tensor | None, np.ndarray],
+        val: tuple[list[torch.Tensor], torch.Tensor | None, np.ndarray],
         device: torch.device,
         *,
         seed: int,
+        index: int = 0,
     ) -> tuple[LayerBranch, dict[str, Any]]:
         xw, xb, y_np = train
         vw, vb, vy = val
@@ -387,7 +465,7 @@ class CNNFusionAttack(Attack):
                     idx = order[i : i + int(self.batch_size)]
                     if len(idx) < 2 and len(order) > 1:  # a batch of one gives no useful gradient signal
                         continue
-                    logits = branch(xw[idx].to(device), None if xb is None else xb[idx].to(device))
+                    logits = branch([w[idx].to(device) for w in xw], None if xb is None else xb[idx].to(device))
                     loss = loss_fn(logits, y[idx].to(device))
                     optimizer.zero_grad(set_to_none=True)
                     loss.backward()
@@ -407,32 +485,48 @@ class CNNFusionAttack(Attack):
                 }
                 epochs.append(record)
                 logger.debug("cnn attack %s epoch %d: %s", layer, epoch, record)
-                if self.progress is not None:
-                    self.progress({"layer": layer, **record, "best_epoch": best_epoch})
-                if len(vy) and epoch - best_epoch >= int(self.patience):
+                stop = bool(len(vy)) and epoch - best_epoch >= int(self.patience)
+                done = stop or epoch + 1 == int(self.epochs)
+                self._report_progress(layer, index, epoch, record, best_epoch, done=done)
+                if stop:
                     break
         assert best_state is not None
         branch.load_state_dict(best_state)
         branch.eval()
         return branch, {"epochs": epochs, "best_epoch": best_epoch, "best_val_uar": best_uar}
 
+    def _report_progress(
+        self, layer: str, index: int, epoch: int, record: Mapping[str, Any], best_epoch: int, *, done: bool
+    ) -> None:
+        work = getattr(self, "_work", None)
+        if work is None:
+            return
+        size = work["sizes"][layer]
+        work["done"] += size
+        if done:  # the epochs this branch will not run are no longer to do
+            work["total"] -= size * (int(self.epochs) - epoch - 1)
+        if self.progress is not None:
+            self.progress({
+                "layer": layer, "layer_index": index, "n_layers": work["n_layers"], **record, "epochs": int(self.epochs),
+                "best_epoch": best_epoch, "done": done, "work_done": work["done"], "work_total": work["total"],
+            })
+
     # -- predicting ----------------------------------------------------------------
     def _layer_proba(self, updates: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         out = {}
         device = self._torch_device()
         for layer in self.layers_:
-            names = self._names(layer)
+            images, vectors = self._names(layer)
             stats = self.norm_stats_[layer]
-            w = _normalised(updates[names["weight"]], stats["weight_mean"], stats["weight_std"])
-            b = _normalised(updates[names["bias"]], stats["bias_mean"], stats["bias_std"]) if "bias" in names else None
+            w = [_normalised(updates[p], *_stat(stats, layer, p)) for p in images]
+            b = torch.cat([_normalised(updates[p], *_stat(stats, layer, p)) for p in vectors], dim=1) if vectors else None
             out[layer] = _branch_proba(self.branches_[layer], w, b, device)
         return out
 
-    def _names(self, layer: str) -> dict[str, str]:
-        names = {"weight": f"{layer}.weight"}
-        if f"{layer}.bias" in self.shapes_:
-            names["bias"] = f"{layer}.bias"
-        return names
+    def _names(self, layer: str) -> tuple[list[str], list[str]]:
+        """The layer's weight tensors (images) and its 1-D tensors (biases), in model order."""
+        own = [p for p in self.parameters_ if layer_of(p) == layer]
+        return [p for p in own if len(self.shapes_[p]) >= 2], [p for p in own if len(self.shapes_[p]) == 1]
 
     # -- persistence -----------------------------------------------------------------
     def _state(self) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
@@ -450,6 +544,7 @@ class CNNFusionAttack(Attack):
             "architecture": {
                 "conv_filters": list(CONV_FILTERS), "kernel_size": KERNEL_SIZE, "padding": PADDING,
                 "dense": list(DENSE_WIDTHS), "pooling": "2 per axis while the axis is >= 2",
+                "max_flat": MAX_FLAT, "val_split": self.val_split,
             },
         }
         return tensors, meta
@@ -463,9 +558,9 @@ class CNNFusionAttack(Attack):
                 setattr(self, f"{key}_", int(meta[key]))
         self.branches_ = {}
         for layer in self.layers_:
-            names = self._names(layer)
-            n_bias = int(math.prod(self.shapes_[names["bias"]])) if "bias" in names else 0
-            branch = _build_branch(self.shapes_[names["weight"]], n_bias, dropout=float(self.dropout))
+            images, vectors = self._names(layer)
+            n_bias = sum(int(math.prod(self.shapes_[p])) for p in vectors)
+            branch = _build_branch([self.shapes_[p] for p in images], n_bias, dropout=float(self.dropout))
             prefix = f"{layer}/"
             branch.load_state_dict({k[len(prefix) :]: v for k, v in tensors.items() if k.startswith(prefix)})
             branch.eval()
@@ -483,28 +578,28 @@ def _fit_info(history: Mapping[str, Mapping[str, Any]]) -> dict[str, dict[str, A
     }
 
 
-def _build_branch(weight_shape: Sequence[int], n_bias: int, *, dropout: float) -> LayerBranch:
+def _build_branch(weight_shape: Sequence[int] | Sequence[Sequence[int]], n_bias: int, *, dropout: float) -> LayerBranch:
     """A branch built without drawing from the caller's global random generator."""
     with torch.random.fork_rng(devices=[]):
         return LayerBranch(weight_shape, n_bias, dropout=dropout)
 
 
-def _layer_params(store: Any, layer: str) -> dict[str, str]:
-    """``{"weight": "fc1.weight", "bias": "fc1.bias"}`` of a layer, checking what the branch can read."""
-    names = {a["param"]: a["name"] for a in store.architecture if a["layer"] == layer}
-    if "weight" not in names:
-        raise InvalidParameterError(f"Layer {layer!r} of {store.path} has no 'weight' update; it has {sorted(names)}.")
-    extra = sorted(set(names) - {"weight", "bias"})
-    if extra:
+def _layer_params(store: Any, layer: str) -> dict[str, list[str]]:
+    """``{"images": [...], "vectors": [...]}``: a layer's tensors of 2 or more dimensions and its 1-D tensors."""
+    names = layer_parameters(store.parameter_names, layer)
+    images = [p for p in names if len(store.shape(p)) >= 2]
+    if not images:
         raise InvalidParameterError(
-            f"Layer {layer!r} of {store.path} has parameters {extra} besides weight and bias; "
-            "the CNN fusion attack reads dense-like layers only."
+            f"Layer {layer!r} of {store.path} has no tensor of 2 or more dimensions (its parameters are "
+            f"{names} of shapes {[store.shape(p) for p in names]}); the CNN fusion attack reads weight images."
         )
-    if len(store.shape(names["weight"])) < 2:
-        raise InvalidParameterError(
-            f"{names['weight']} of {store.path} has shape {store.shape(names['weight'])}; an image needs 2 dimensions."
-        )
-    return {k: names[k] for k in ("weight", "bias") if k in names}
+    return {"images": images, "vectors": [p for p in names if len(store.shape(p)) == 1 and p not in images]}
+
+
+def _stat(stats: Mapping[str, float], layer: str, param: str) -> tuple[float, float]:
+    """Mean and std of one parameter of a layer (keys ``"weight_mean"``, ``"bias_ih_l0_std"``, ...)."""
+    key = param[len(layer) + 1 :]
+    return stats[f"{key}_mean"], stats[f"{key}_std"]
 
 
 def _speaker_grouped(stores: Sequence[Any], rows: ShadowRows) -> ShadowRows:
@@ -544,46 +639,51 @@ def _subsample_by_group(rows: ShadowRows, mask: np.ndarray, n: int, rng: np.rand
 
 
 def _load(
-    stores: Sequence[Any], rows: ShadowRows, names: Sequence[str], mask: np.ndarray, *, stats: dict[str, float] | None
-) -> tuple[torch.Tensor, torch.Tensor | None, dict[str, float]]:
+    stores: Sequence[Any], rows: ShadowRows, images: Sequence[str], vectors: Sequence[str], mask: np.ndarray, *,
+    stats: dict[str, float] | None,
+) -> tuple[list[torch.Tensor], torch.Tensor | None, dict[str, float]]:
     """Selected rows of a layer as float32 tensors, read block by block and z-normalised in place.
 
-    With ``stats=None`` the statistics are computed on these rows (the training set).
+    Each weight tensor becomes an image ``(n, out, rest)``; the 1-D tensors are
+    concatenated into one ``(n, sum of lengths)``. Every parameter is
+    normalised with its own scalar mean and std (keys ``"<param>_mean"``,
+    ``"<param>_std"`` with the parameter's name inside the layer); with
+    ``stats=None`` they are computed on these rows (the training set).
     """
     n = int(mask.sum())
-    w_name = names[0]
-    b_name = names[1] if len(names) > 1 else None
-    w_shape = tuple(stores[0].shape(w_name))
-    w = torch.empty((n, w_shape[0], int(math.prod(w_shape[1:]))), dtype=torch.float32)
-    b = torch.empty((n, *stores[0].shape(b_name)), dtype=torch.float32) if b_name else None
+    layer = layer_of(images[0])
+    names = list(images) + list(vectors)
+    shapes = {p: tuple(stores[0].shape(p)) for p in names}
+    width = {p: int(math.prod(shapes[p][1:])) for p in images}
+    w = {p: torch.empty((n, shapes[p][0], width[p]), dtype=torch.float32) for p in images}
+    offsets = np.cumsum([0] + [int(math.prod(shapes[p])) for p in vectors]).tolist()
+    b = torch.empty((n, offsets[-1]), dtype=torch.float32) if vectors else None
+    views = {**w, **({p: b[:, offsets[i] : offsets[i + 1]] for i, p in enumerate(vectors)} if b is not None else {})}
     acc = {name: [0.0, 0.0, 0] for name in names}
     k = 0
     for pos, block in iter_blocks(stores, rows, names, mask=mask, batch=_READ_BLOCK):
         m = len(pos)
-        w[k : k + m].copy_(torch.from_numpy(block[w_name]).reshape(m, *w.shape[1:]))
-        if b is not None:
-            b[k : k + m].copy_(torch.from_numpy(block[b_name]))
-        if stats is None:
-            for name, target in ((w_name, w), (b_name, b)):
-                if name is not None:
-                    part = target[k : k + m].double()
-                    acc[name][0] += float(part.sum())
-                    acc[name][1] += float((part * part).sum())
-                    acc[name][2] += part.numel()
+        for name in names:
+            target = views[name]
+            target[k : k + m].copy_(torch.from_numpy(np.ascontiguousarray(block[name])).reshape(m, *target.shape[1:]))
+            if stats is None:
+                part = target[k : k + m].double()
+                acc[name][0] += float(part.sum())
+                acc[name][1] += float((part * part).sum())
+                acc[name][2] += part.numel()
         k += m
     if stats is None:
         stats = {}
-        for prefix, name in (("weight", w_name), ("bias", b_name)):
-            if name is None:
-                continue
+        for name in names:
             total, squares, count = acc[name]
             mean = total / max(1, count)
             std = math.sqrt(max(0.0, squares / max(1, count) - mean * mean))
-            stats[f"{prefix}_mean"], stats[f"{prefix}_std"] = mean, std if std > 0 else 1.0
-    w.sub_(stats["weight_mean"]).div_(stats["weight_std"])
-    if b is not None:
-        b.sub_(stats["bias_mean"]).div_(stats["bias_std"])
-    return w, b, stats
+            key = name[len(layer) + 1 :]
+            stats[f"{key}_mean"], stats[f"{key}_std"] = mean, std if std > 0 else 1.0
+    for name in names:
+        mean, std = _stat(stats, layer, name)
+        views[name].sub_(mean).div_(std)
+    return [w[p] for p in images], b, stats
 
 
 def _normalised(array: np.ndarray, mean: float, std: float) -> torch.Tensor:
@@ -594,15 +694,17 @@ def _normalised(array: np.ndarray, mean: float, std: float) -> torch.Tensor:
 
 @torch.no_grad()
 def _branch_proba(
-    branch: LayerBranch, weight: torch.Tensor, bias: torch.Tensor | None, device: torch.device
+    branch: LayerBranch, weight: torch.Tensor | Sequence[torch.Tensor], bias: torch.Tensor | None, device: torch.device
 ) -> np.ndarray:
     was_training = branch.training
     branch.eval()
     branch.to(device)
-    out = np.empty((len(weight), 2), dtype=np.float64)
-    for i in range(0, len(weight), _PREDICT_BATCH):
-        w = weight[i : i + _PREDICT_BATCH].to(device)
+    images = [weight] if isinstance(weight, torch.Tensor) else list(weight)
+    n = len(images[0])
+    out = np.empty((n, 2), dtype=np.float64)
+    for i in range(0, n, _PREDICT_BATCH):
+        w = [image[i : i + _PREDICT_BATCH].to(device) for image in images]
         b = None if bias is None else bias[i : i + _PREDICT_BATCH].to(device)
-        out[i : i + len(w)] = torch.softmax(branch(w, b), dim=1).double().cpu().numpy()
+        out[i : i + len(w[0])] = torch.softmax(branch(w, b), dim=1).double().cpu().numpy()
     branch.train(was_training)
     return out

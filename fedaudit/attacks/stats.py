@@ -1,8 +1,9 @@
 """The stats attack: logistic regression on update statistics of each layer, fused by layer size.
 
 :class:`StatsAttack` (``"stats"``) is fedaudit's own attack, much cheaper than
-the CNN of the publication: per layer, update statistics that do not depend on
-the order of hidden units (:func:`~fedaudit.attacks.update_statistics.layer_statistics`),
+the CNN of the publication: per layer of any type (linear, Conv1d, LSTM, ...),
+update statistics that do not depend on the order of its units
+(:func:`~fedaudit.attacks.update_statistics.update_statistics`),
 a logistic regression per layer fitted on shadow recordings, and fusion of the
 layers weighted by update size as in Feng et al. (Interspeech 2022).
 :func:`fit_logistic` is the classifier it shares with the inversion attack.
@@ -18,8 +19,15 @@ import numpy as np
 import torch
 
 from fedaudit.attacks._data import check_same_architecture, grouped_split, iter_blocks, shadow_rows
-from fedaudit.attacks.base import Attack, AttackerKnowledge, register_attack, resolve_layers
-from fedaudit.attacks.update_statistics import layer_statistics
+from fedaudit.attacks.base import (
+    Attack,
+    AttackerKnowledge,
+    layer_of,
+    layer_parameters,
+    register_attack,
+    resolve_layers,
+)
+from fedaudit.attacks.update_statistics import update_statistics
 from fedaudit.exceptions import InvalidParameterError
 from fedaudit.metrics.basic import uar
 
@@ -90,9 +98,18 @@ def fit_logistic(
                    "val_uar": scores.get(best_c, float("nan"))}
 
 
+def _layer_arrays(updates: Mapping[str, np.ndarray], params: Sequence[str], layer: str) -> dict[str, np.ndarray]:
+    """``{"weight": ..., "bias": ...}`` of one layer, keyed by the name inside the layer."""
+    return {p[len(layer) + 1 :]: updates[p] for p in params if layer_of(p) == layer}
+
+
 @register_attack
 class StatsAttack(Attack):
     """Logistic regression on order-invariant update statistics of each layer, fused by layer size.
+
+    Every layer of the recording is read with all its parameters (a linear or
+    Conv1d layer's weight and bias, an LSTM's four tensors); the statistics of
+    each layer type are defined in :mod:`fedaudit.attacks.update_statistics`.
 
     Fusion by update size follows Feng et al., "Attribute inference attack of
     speech emotion recognition in federated learning settings" (Interspeech
@@ -150,14 +167,14 @@ class StatsAttack(Attack):
             )
         shadows = data.shadows
         layers = resolve_layers(self.layers, shadows[0].layers)
-        params = [f"{layer}.{p}" for layer in layers for p in ("weight", "bias")]
+        params = [p for layer in layers for p in layer_parameters(shadows[0].parameter_names, layer)]
         shapes = check_same_architecture(shadows, params)
         rows = shadow_rows(shadows)
         train, val = grouped_split(rows, val_fraction=self.val_fraction, seed=self.seed)
         stats: dict[str, np.ndarray] = {}
         for pos, block in iter_blocks(shadows, rows, params):
             for layer in layers:
-                f = layer_statistics(block[f"{layer}.weight"], block[f"{layer}.bias"])
+                f = update_statistics(_layer_arrays(block, params, layer))
                 if layer not in stats:
                     stats[layer] = np.empty((len(rows), f.shape[1]))
                 stats[layer][pos] = f
@@ -177,7 +194,7 @@ class StatsAttack(Attack):
     def _layer_proba(self, updates: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         out = {}
         for layer in self.layers_:
-            f = layer_statistics(updates[f"{layer}.weight"], updates[f"{layer}.bias"])
+            f = update_statistics(_layer_arrays(updates, self.parameters_, layer))
             p_m = self.models_[layer].p_male(f)
             out[layer] = np.stack([1 - p_m, p_m], axis=1)
         return out

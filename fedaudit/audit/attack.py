@@ -234,7 +234,8 @@ def fit_attack(
         if layers is not None and "layers" in params:
             available = stores[0].layers if stores else targets[0].layers if targets else None
             options["layers"] = resolve_layers(layers, available) if available is not None else list(layers)
-        data = AttackerKnowledge(shadows=stores, public=public, target_config=config)
+        shapes = {p: targets[0].shape(p) for p in targets[0].parameter_names} if targets else None
+        data = AttackerKnowledge(shadows=stores, public=public, target_config=config, target_shapes=shapes)
         attack = cls(**options).fit(data)
         card: dict[str, Any] = {}
         if stores:

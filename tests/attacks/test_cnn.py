@@ -208,20 +208,35 @@ def test_fused_is_weighted_average_and_restricted_shares_branches(
 
 
 # -- data handling -------------------------------------------------------------------------------
-def test_validation_split_never_shares_a_client_or_speaker(
-    fitted: CNNFusionAttack, stores: dict[str, UpdateStore]
-) -> None:
-    shadows = [stores["shadow"], stores["shadow2"]]
+def _clients_and_speakers(shadows: list[UpdateStore]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     rows = shadow_rows(shadows)
     client = np.array([f"{s}:{shadows[s].index['client_id'][r]}" for s, r in zip(rows.store_index, rows.row)])
     speaker_of = [dict(zip(st.client_ids.tolist(), st.ground_truth()["speaker_id"].tolist())) for st in shadows]
     speaker = np.array([speaker_of[s][int(shadows[s].index["client_id"][r])] for s, r in zip(rows.store_index, rows.row)])
+    return rows.y, client, speaker
+
+
+def test_validation_split_holds_out_clients_of_a_run(fitted: CNNFusionAttack, stores: dict[str, UpdateStore]) -> None:
+    y, client, speaker = _clients_and_speakers([stores["shadow"], stores["shadow2"]])
     train, val = fitted.train_mask_, fitted.val_mask_
+    assert fitted.val_split == "client"
     assert train.any() and val.any() and not (train & val).any()
     assert not set(client[train]) & set(client[val])
+    assert set(y[val]) == {0, 1}
+    # by run and client, as the stats attack splits: a voice held out in one run trains in the other
+    assert set(speaker[val]) & set(speaker[train])
+
+
+def test_speaker_split_keeps_a_speaker_on_one_side(stores: dict[str, UpdateStore]) -> None:
+    shadows = [stores["shadow"], stores["shadow2"]]
+    y, client, speaker = _clients_and_speakers(shadows)
+    attack = CNNFusionAttack(layers=["fc3"], epochs=1, val_split="speaker").fit(_shadows(shadows))
+    train, val = attack.train_mask_, attack.val_mask_
     # both shadow runs hold the same 16 training speakers: a speaker stays on one side
     assert not set(speaker[train]) & set(speaker[val])
-    assert set(rows.y[val]) == {0, 1}
+    assert set(y[val]) == {0, 1}
+    with pytest.raises(InvalidParameterError, match="'val_split' parameter of CNNFusionAttack"):
+        CNNFusionAttack(val_split="voice").fit(_shadows(shadows))
 
 
 def test_speaker_grouping_merges_clients_across_stores(stores: dict[str, UpdateStore]) -> None:
@@ -244,7 +259,7 @@ def test_max_train_updates_subsamples_by_client(stores: dict[str, UpdateStore]) 
 
     attack = CNNFusionAttack(layers=["fc3"], epochs=1, max_train_updates=60).fit(_shadows(stores["shadow"]))
     assert attack.n_train_updates_ == 60
-    full_train, full_val = grouped_split(_speaker_grouped([stores["shadow"]], rows), val_fraction=0.2, seed=0)
+    full_train, full_val = grouped_split(rows, val_fraction=0.2, seed=0)
     assert full_val.sum() > attack.n_val_updates_ == int(np.ceil(60 * full_val.sum() / full_train.sum()))
 
 
