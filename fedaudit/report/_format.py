@@ -107,3 +107,22 @@ def delta(x: float | None) -> str:
         return "0"
     mantissa, exp = f"{x:.0e}".split("e")
     return f"{mantissa}e{int(exp)}"
+
+
+def measure(x: float | None, unit: str | None) -> str:
+    """A reconstruction figure: ``"fraction"`` as a percentage, no unit with two decimals, else value and unit."""
+    if x is None or (isinstance(x, float) and math.isnan(x)):
+        return "n/a"
+    if unit == "fraction":
+        return pct(x)
+    text = f"{x:.3g}" if abs(x) >= 100 or (x != 0 and abs(x) < 0.01) else f"{x:.2f}"
+    return f"{text} {unit}" if unit else text
+
+
+def measure_interval(lo: float | None, hi: float | None, unit: str | None) -> str:
+    """``"0.91-0.97"``, ``"88-100%"`` or ``"12.1-15.3 Hz"``; ``"n/a"`` when a bound is missing."""
+    if lo is None or hi is None:
+        return "n/a"
+    if unit == "fraction":
+        return interval(lo, hi)
+    return f"{measure(lo, None)}-{measure(hi, unit)}"

@@ -19,6 +19,8 @@ from fedaudit.report.model import (
     Caveat,
     Cost,
     Finding,
+    Inversion,
+    InversionMetric,
     LeakageReport,
     PlotInfo,
     Privacy,
@@ -40,6 +42,7 @@ __all__ = [
     "SIGNIFICANCE_LEVEL",
     "WIDE_INTERVAL",
     "build_report",
+    "metric_verdict",
     "settings_above",
     "severity_of",
     "significance_verdict",
@@ -418,6 +421,73 @@ def _plots(settings: Sequence[SettingSummary]) -> tuple[PlotInfo, ...]:
     )
 
 
+def metric_verdict(metric: Mapping[str, Any]) -> str:
+    """What a reconstruction figure says against its chance level, from its 95% interval.
+
+    Examples
+    --------
+    >>> metric_verdict({"ci_low": 0.8, "ci_high": 0.9, "chance": 0.1, "higher_is_better": True})
+    'beats chance'
+    >>> metric_verdict({"ci_low": 2.0, "ci_high": 3.0, "chance": 2.5, "higher_is_better": False})
+    'indistinguishable from chance'
+    """
+    lo, hi, chance = (_finite(metric.get(k)) for k in ("ci_low", "ci_high", "chance"))
+    if lo is None or hi is None or chance is None:
+        return "indistinguishable from chance"
+    better_side = lo > chance if metric.get("higher_is_better", True) else hi < chance
+    worse_side = hi < chance if metric.get("higher_is_better", True) else lo > chance
+    return "beats chance" if better_side else "worse than chance" if worse_side else "indistinguishable from chance"
+
+
+def _metric_phrase(m: InversionMetric) -> str:
+    return (f"{m.label} {fmt.measure(m.value, m.unit)} (95% CI {fmt.measure_interval(m.ci_low, m.ci_high, m.unit)}, "
+            f"chance {fmt.measure(m.chance, m.unit)}: {m.verdict})")
+
+
+def _inversions(results: Mapping[str, Any], settings: Sequence[SettingSummary]) -> tuple[Inversion, ...]:
+    out = []
+    for cell, st in zip(results["cells"], settings, strict=True):
+        for inv in cell.get("inversions") or ():
+            metrics = tuple(
+                InversionMetric(
+                    name=str(m["name"]), label=str(m["label"]), value=_finite(m.get("value")),
+                    ci_low=_finite(m.get("ci_low")), ci_high=_finite(m.get("ci_high")), chance=_finite(m.get("chance")),
+                    higher_is_better=bool(m["higher_is_better"]), unit=m.get("unit"), n=int(m.get("n") or 0),
+                    verdict=metric_verdict(m),
+                ) for m in inv["metrics"])
+            view = ", as seen by a holder of the decryption key" if inv.get("view", st.view) == "key holder" else ""
+            who = (f"the {inv['method']} reconstruction of {_plural(int(inv['n_updates']), 'update')} from "
+                   f"{_plural(int(inv['n_clients']), 'client')}")
+            if metrics:
+                sentence = f"In {st.label}{view}, {who} scores {_and([_metric_phrase(m) for m in metrics[:3]])}."
+            else:
+                sentence = f"In {st.label}{view}, {who} produced no score."
+            errors = tuple({k: (_finite(f.get(k)) if k in ("error", "ci_low", "ci_high", "chance") else f.get(k))
+                            for k in ("name", "error", "ci_low", "ci_high", "chance", "unit")}
+                           for f in (inv.get("feature_errors") or ())[:5])
+            total = inv.get("n_clients_total")
+            out.append(Inversion(
+                setting=st.id, label=st.label, method=str(inv["method"]), produces=tuple(inv.get("produces") or ()),
+                view=str(inv.get("view", st.view)), n_clients=int(inv["n_clients"]),
+                n_clients_total=None if total is None else int(total), n_updates=int(inv["n_updates"]),
+                label_truth=inv.get("label_truth"), metrics=metrics, feature_errors=errors, sentence=sentence,
+                caveats=tuple(inv.get("caveats") or ()),
+            ))
+    return tuple(out)
+
+
+def _inversion_summary(inversions: Sequence[Inversion]) -> str | None:
+    """One sentence on the reconstructions: how many beat chance on their first figure."""
+    if not inversions:
+        return None
+    scored = [i for i in inversions if i.metrics]
+    beats = [i for i in scored if i.metrics[0].verdict == "beats chance"]
+    methods = _and(sorted({i.method for i in inversions}))
+    return (f"Reconstruction ({methods}): {len(beats)} of {_plural(len(inversions), 'inversion')} recover client data "
+            f"better than chance on their first figure (the inversion section gives each with its interval and "
+            "chance level).")
+
+
 def build_report(results: Mapping[str, Any], *, title: str = "Federated learning leakage report") -> LeakageReport:
     """Build the leakage report of an audit.
 
@@ -442,10 +512,15 @@ def build_report(results: Mapping[str, Any], *, title: str = "Federated learning
     settings = tuple(_setting(cell) for cell in results["cells"])
     findings = _findings(results, settings)
     caveats = _caveats(results, settings)
+    inversions = _inversions(results, settings)
     setup = results["setup"]
+    summary = _summary(results, settings, findings, caveats)
+    inverted = _inversion_summary(inversions)
+    if inverted is not None:
+        summary = (*summary[:-1], inverted, summary[-1]) if caveats else (*summary, inverted)
     return LeakageReport(
         title=title, generator=f"fedaudit {__version__}",
-        summary=_summary(results, settings, findings, caveats), findings=findings,
+        summary=summary, findings=findings,
         threat_model=_threat_model(results, settings),
         setup=Setup(
             private_corpora=tuple(setup["private_corpora"]), shadow_corpora=tuple(setup["shadow_corpora"]),
@@ -457,6 +532,7 @@ def build_report(results: Mapping[str, Any], *, title: str = "Federated learning
             wall_seconds=_finite(results.get("wall_seconds")), config=results["config"],
         ),
         settings=settings, plots=_plots(settings), caveats=caveats, commands=tuple(results["commands"]),
+        inversions=inversions,
     )
 
 

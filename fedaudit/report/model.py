@@ -16,6 +16,8 @@ __all__ = [
     "Caveat",
     "Cost",
     "Finding",
+    "Inversion",
+    "InversionMetric",
     "LeakageReport",
     "PlotInfo",
     "Privacy",
@@ -282,6 +284,73 @@ class PlotInfo:
 
 
 @dataclass(frozen=True, kw_only=True)
+class InversionMetric:
+    """One figure of a reconstruction with its 95% interval, its chance level and what it says against chance.
+
+    ``verdict`` is ``"beats chance"`` when the whole interval lies on the better side of chance
+    (above it when ``higher_is_better``, below it otherwise), ``"worse than chance"`` when it lies
+    on the other side, and ``"indistinguishable from chance"`` otherwise (or when a figure is
+    missing). ``unit`` is ``None`` for a similarity, ``"fraction"`` for a rate, or a unit.
+    """
+
+    name: str
+    label: str
+    value: float | None
+    ci_low: float | None
+    ci_high: float | None
+    chance: float | None
+    higher_is_better: bool
+    unit: str | None
+    n: int
+    verdict: str
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> InversionMetric:
+        return cls(
+            name=str(data["name"]), label=str(data["label"]), value=_opt(data.get("value")),
+            ci_low=_opt(data.get("ci_low")), ci_high=_opt(data.get("ci_high")), chance=_opt(data.get("chance")),
+            higher_is_better=bool(data["higher_is_better"]), unit=data.get("unit"), n=int(data.get("n") or 0),
+            verdict=str(data["verdict"]),
+        )
+
+
+@dataclass(frozen=True, kw_only=True)
+class Inversion:
+    """What one reconstruction method recovered from one setting's updates, as the report shows it.
+
+    ``feature_errors`` holds the best-recovered named features (``name``, ``error``, ``ci_low``,
+    ``ci_high``, ``chance``, ``unit``), in the features' own units.
+    """
+
+    setting: str
+    label: str
+    method: str
+    produces: tuple[str, ...]
+    view: str
+    n_clients: int
+    n_clients_total: int | None
+    n_updates: int
+    label_truth: str | None
+    metrics: tuple[InversionMetric, ...]
+    feature_errors: tuple[Mapping[str, Any], ...]
+    sentence: str
+    caveats: tuple[str, ...]
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Inversion:
+        total = data.get("n_clients_total")
+        return cls(
+            setting=str(data["setting"]), label=str(data["label"]), method=str(data["method"]),
+            produces=tuple(data.get("produces") or ()), view=str(data["view"]), n_clients=int(data["n_clients"]),
+            n_clients_total=None if total is None else int(total), n_updates=int(data["n_updates"]),
+            label_truth=data.get("label_truth"),
+            metrics=tuple(InversionMetric.from_dict(m) for m in data["metrics"]),
+            feature_errors=tuple(dict(f) for f in data.get("feature_errors") or ()), sentence=str(data["sentence"]),
+            caveats=tuple(data.get("caveats") or ()),
+        )
+
+
+@dataclass(frozen=True, kw_only=True)
 class LeakageReport:
     """What an audit found, ready to render: summary, findings, threat model, setup, table, caveats.
 
@@ -299,6 +368,8 @@ class LeakageReport:
     plots: tuple[PlotInfo, ...]
     caveats: tuple[Caveat, ...]
     commands: tuple[str, ...]
+    #: Reconstructions of the settings' updates (report 1.1.0; empty when the audit ran none).
+    inversions: tuple[Inversion, ...] = ()
     schema: str = REPORT_SCHEMA
     schema_version: str = REPORT_SCHEMA_VERSION
 
@@ -332,5 +403,6 @@ class LeakageReport:
             settings=tuple(SettingSummary.from_dict(s) for s in data["settings"]),
             plots=tuple(PlotInfo.from_dict(p) for p in data["plots"]),
             caveats=tuple(Caveat.from_dict(c) for c in data["caveats"]), commands=tuple(data["commands"]),
+            inversions=tuple(Inversion.from_dict(i) for i in data.get("inversions") or ()),
             schema=str(data["schema"]), schema_version=str(data["schema_version"]),
         )

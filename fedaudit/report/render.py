@@ -86,7 +86,8 @@ def _environment(kind: str) -> Any:
     env.filters.update({
         "pct": fmt.pct, "interval": lambda s: fmt.interval(s["ci_low"], s["ci_high"]), "figure": fmt.figure,
         "size": fmt.size, "seconds": fmt.seconds, "epsilon": fmt.epsilon, "delta": fmt.delta, "number": fmt.number,
-        "layer": fmt.layer_short, "md_cell": lambda s: str(s).replace("|", "\\|").replace("\n", " "),
+        "layer": fmt.layer_short, "measure": lambda x, unit=None: fmt.measure(x, unit),
+        "measure_interval": lambda m: fmt.measure_interval(m["ci_low"], m["ci_high"], m["unit"]), "md_cell": lambda s: str(s).replace("|", "\\|").replace("\n", " "),
     })
     return env
 

@@ -30,9 +30,9 @@ __all__ = [
 ]
 
 RESULTS_SCHEMA = "fedaudit.audit_results"
-RESULTS_SCHEMA_VERSION = "1.0.0"
+RESULTS_SCHEMA_VERSION = "1.1.0"
 REPORT_SCHEMA = "fedaudit.leakage_report"
-REPORT_SCHEMA_VERSION = "1.0.0"
+REPORT_SCHEMA_VERSION = "1.1.0"
 
 #: Schema name -> file in ``fedaudit/report/schemas/``.
 _SCHEMA_FILES = {

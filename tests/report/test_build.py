@@ -108,7 +108,7 @@ def test_nan_auc_becomes_null_and_the_json_form_is_strict(results: dict[str, Any
 def test_json_form_round_trips(results: dict[str, Any]) -> None:
     report = build_report(results)
     data = json.loads(json.dumps(report.to_dict()))
-    assert data["schema"] == "fedaudit.leakage_report" and data["schema_version"] == "1.0.0"
+    assert data["schema"] == "fedaudit.leakage_report" and data["schema_version"] == "1.1.0"
     again = LeakageReport.from_dict(data)
     assert again == report and again.to_dict() == data
 

@@ -49,7 +49,7 @@ def test_format_and_out(results_dir: Path, tmp_path: Path) -> None:
     res = _run(results_dir / "results.json", "--out", tmp_path / "rep", "--format", "json")
     assert res.exit_code == 0, res.output
     assert sorted(p.name for p in (tmp_path / "rep").iterdir()) == ["report.json"]
-    assert json.loads((tmp_path / "rep" / "report.json").read_text())["schema_version"] == "1.0.0"
+    assert json.loads((tmp_path / "rep" / "report.json").read_text())["schema_version"] == "1.1.0"
 
 
 def test_fail_above_exits_4_after_writing_and_names_the_settings(results_dir: Path, tmp_path: Path) -> None:
