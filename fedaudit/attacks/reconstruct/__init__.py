@@ -13,6 +13,7 @@ from fedaudit.attacks.reconstruct.base import (
     observed_updates,
     register_reconstruction,
 )
+from fedaudit.attacks.reconstruct.labels import LabelCounts, label_counts  # noqa: F401 - registers "labels"
 
 __all__ = [
     "ObservedUpdate",
