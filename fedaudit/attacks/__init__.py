@@ -22,6 +22,7 @@ from fedaudit.attacks.base import (
 )
 from fedaudit.attacks.cnn import CNNFusionAttack
 from fedaudit.attacks.inversion import InversionAttack
+from fedaudit.attacks.label_only import LabelOnlyAttack
 from fedaudit.attacks.stats import StatsAttack
 from fedaudit.attacks.update_statistics import inversion_vector, layer_statistics
 
@@ -31,6 +32,7 @@ __all__ = [
     "AttackerKnowledge",
     "CNNFusionAttack",
     "InversionAttack",
+    "LabelOnlyAttack",
     "NotFittedError",
     "ShadowRows",
     "ShapeMismatchError",

@@ -76,6 +76,7 @@ __all__ = [
     "LabelCounts",
     "counts_from_mean_probs",
     "label_counts",
+    "label_histograms",
     "largest_remainder",
     "model_class_shares",
     "output_layer",
@@ -233,6 +234,62 @@ def present_share_counts(bias_update: np.ndarray, *, num_samples: int, kind: str
     """
     grad, _ = _check(bias_update, num_samples, kind)
     return _present_share(-grad, int(num_samples))
+
+
+def label_histograms(
+    weight_update: np.ndarray | None, bias_update: np.ndarray, *, kind: str = "gradient", estimator: str = "uniform"
+) -> np.ndarray:
+    """Estimated class shares ``n / B`` of many updates at once, before rounding (no sample count needed).
+
+    The ``"uniform"`` estimate ``1 / C - db`` (or ``"present-share"``: ``-db``
+    over the negative entries), clipped at zero and normalised per row; a row
+    whose bias update is all zero reads its weight-row sums instead (LLG).
+    Rounding it to integer counts would need each update's sample count and only
+    loses information.
+
+    Parameters
+    ----------
+    weight_update
+        ``(n, C, h)`` (or ``(C, h)``), or ``None``.
+    bias_update
+        ``(n, C)`` (or ``(C,)``).
+    kind, estimator
+        As :func:`label_counts` and :data:`ESTIMATORS` (``"uniform"`` or ``"present-share"``).
+
+    Returns
+    -------
+    numpy.ndarray
+        Shape ``(n, C)`` (or ``(C,)``), rows summing to 1.
+
+    Examples
+    --------
+    >>> label_histograms(None, np.array([[0.1, -0.2, 0.05, 0.05]])).round(2).tolist()
+    [[0.15, 0.45, 0.2, 0.2]]
+    """
+    if kind not in LABEL_KINDS:
+        raise InvalidParameterError(f"Unknown update kind {kind!r}; label counts read {sorted(LABEL_KINDS)}.")
+    if estimator not in ("uniform", "present-share"):
+        raise InvalidParameterError(
+            f"label_histograms takes estimator 'uniform' or 'present-share'; got {estimator!r}."
+        )
+    if estimator == "uniform" and kind == "delta":
+        raise InvalidParameterError(
+            "A raw parameter delta has no gradient scale; use estimator='present-share' with kind='delta'."
+        )
+    sign = LABEL_KINDS[kind]
+    grad = sign * np.asarray(bias_update, dtype=np.float64)
+    single = grad.ndim == 1
+    grad = np.atleast_2d(grad)
+    c = grad.shape[1]
+    raw = (1.0 / c - grad) if estimator == "uniform" else -grad
+    if weight_update is not None:
+        weight = sign * np.asarray(weight_update, dtype=np.float64).reshape(len(grad), c, -1)
+        silent = ~grad.any(axis=1)
+        raw[silent] = -weight[silent].sum(axis=2)
+    raw = np.clip(np.nan_to_num(raw, nan=0.0), 0.0, None)
+    total = raw.sum(axis=1, keepdims=True)
+    out = np.where(total > 0, raw / np.where(total > 0, total, 1.0), 1.0 / c)
+    return out[0] if single else out
 
 
 def counts_from_mean_probs(
