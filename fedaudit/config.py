@@ -8,7 +8,15 @@ from typing import Any, Literal
 
 from fedaudit.exceptions import InvalidParameterError
 
-__all__ = ["ALGORITHMS", "FLConfig", "NORMALIZATIONS", "OPTIMIZERS", "clients_per_round"]
+__all__ = [
+    "ALGORITHMS",
+    "DEFAULT_ARCHITECTURES",
+    "FLConfig",
+    "NORMALIZATIONS",
+    "OPTIMIZERS",
+    "clients_per_round",
+    "default_architecture",
+]
 
 ALGORITHMS: tuple[str, ...] = ("fedsgd", "fedavg")
 OPTIMIZERS: tuple[str, ...] = ("sgd", "adam")
@@ -16,6 +24,42 @@ NORMALIZATIONS: tuple[str, ...] = ("none", "global", "speaker")
 
 #: Learning rates of the publication (Feng et al. 2022) per algorithm.
 DEFAULT_LR: dict[str, float] = {"fedsgd": 0.1, "fedavg": 0.0005}
+
+
+#: Default ``(hidden, dropout)`` of each model of :data:`fedaudit.models.MODELS`: small enough for
+#: a federated demo on two CPU cores. What ``hidden`` means depends on the model (fedaudit.models):
+#: mlp and dnn, dense widths; cnn, conv channels then the dense head's width; lstm, the state size
+#: then the dense head's widths.
+DEFAULT_ARCHITECTURES: dict[str, tuple[tuple[int, ...], tuple[float, ...]]] = {
+    "mlp": ((256, 128), (0.2, 0.0)),
+    "dnn": ((128, 64), (0.2, 0.0)),
+    "cnn": ((32, 32, 32), (0.1, 0.1, 0.2)),
+    "lstm": ((64, 32), (0.2, 0.0)),
+}
+
+
+def default_architecture(
+    model: str, hidden: tuple[int, ...] | list[int] | None = None
+) -> tuple[tuple[int, ...], tuple[float, ...]]:
+    """``(hidden, dropout)`` of ``model``: its defaults, or ``hidden`` with default dropout rates.
+
+    Given ``hidden`` of another length than the default, the rates are the
+    default first rate for the first layer and 0 for the others.
+    """
+    if model not in DEFAULT_ARCHITECTURES:
+        if hidden is None:
+            raise InvalidParameterError(
+                f"Model {model!r} has no default architecture; give 'hidden' and 'dropout', or choose one of "
+                f"{sorted(DEFAULT_ARCHITECTURES)}."
+            )
+        return tuple(hidden), (0.0,) * len(hidden)
+    default_hidden, default_dropout = DEFAULT_ARCHITECTURES[model]
+    if hidden is None:
+        return default_hidden, default_dropout
+    hidden = tuple(int(h) for h in hidden)
+    if len(hidden) == len(default_hidden):
+        return hidden, default_dropout
+    return hidden, (default_dropout[0], *([0.0] * (len(hidden) - 1)))[: len(hidden)]
 
 
 def clients_per_round(client_fraction: float, n_clients: int) -> int:
@@ -66,11 +110,17 @@ class FLConfig:
     optimizer
         FedAvg local optimiser, ``"sgd"`` or ``"adam"`` (the reference code used Adam).
     model
-        Model registry key (``"mlp"``).
+        Model registry key: ``"mlp"`` (utterance-level features), ``"dnn"``,
+        ``"cnn"`` or ``"lstm"`` (frame-level features, ``mfcc-frames``).
     hidden
-        Hidden layer widths of the MLP.
+        The model's widths, ``None`` for its default
+        (:data:`DEFAULT_ARCHITECTURES`): for ``mlp`` and ``dnn`` the dense
+        hidden layers; for ``cnn`` the channels of each convolution, then the
+        width of the dense head's hidden layer; for ``lstm`` the LSTM state
+        size, then the widths of the dense head's hidden layers.
     dropout
-        Dropout rate after each hidden layer (one per hidden layer).
+        Dropout rate after each entry of ``hidden`` (one per entry); ``None``
+        for the model's default.
     n_classes
         Number of emotion classes.
     normalization
@@ -94,8 +144,8 @@ class FLConfig:
     local_epochs: int = 1
     optimizer: Literal["sgd", "adam"] = "adam"
     model: str = "mlp"
-    hidden: tuple[int, ...] = (256, 128)
-    dropout: tuple[float, ...] = (0.2, 0.0)
+    hidden: tuple[int, ...] | None = None
+    dropout: tuple[float, ...] | None = None
     n_classes: int = 4
     normalization: Literal["none", "global", "speaker"] = "global"
     clients_per_speaker: int = 1
@@ -126,6 +176,14 @@ class FLConfig:
         _check_range("val_fraction", self.val_fraction, 0.0, 0.9)
         if self.lr is not None:
             _check_range("lr", self.lr, 0.0, 1e3, lo_open=True)
+        if not isinstance(self.model, str) or not self.model:
+            raise InvalidParameterError(f"The 'model' parameter of FLConfig must be a model name. Got {self.model!r}.")
+        if self.hidden is not None and (isinstance(self.hidden, int) or not all(
+                isinstance(h, int) and not isinstance(h, bool) for h in self.hidden)):
+            raise InvalidParameterError(f"The 'hidden' parameter of FLConfig must list integer widths. Got {self.hidden!r}.")
+        hidden, dropout = default_architecture(self.model, self.hidden)
+        object.__setattr__(self, "hidden", hidden)
+        object.__setattr__(self, "dropout", dropout if self.dropout is None else tuple(self.dropout))
         if not self.hidden or any(h < 1 for h in self.hidden):
             raise InvalidParameterError(f"The 'hidden' parameter of FLConfig must list widths >= 1. Got {self.hidden!r}.")
         if len(self.dropout) != len(self.hidden):

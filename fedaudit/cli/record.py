@@ -39,7 +39,9 @@ def _choice(name: str, value: str, choices: tuple[str, ...]) -> str:
     return value
 
 
-def _dropout(value: str, n_hidden: int) -> tuple[float, ...]:
+def _dropout(value: str | None, n_hidden: int) -> tuple[float, ...] | None:
+    if value is None:
+        return None
     try:
         rates = [float(v) for v in value.split(",")]
     except ValueError:
@@ -49,6 +51,29 @@ def _dropout(value: str, n_hidden: int) -> tuple[float, ...]:
     if len(rates) == 1:  # the first hidden layer, as in the publication; later layers none
         rates = rates + [0.0] * (n_hidden - 1)
     return tuple(rates)
+
+
+def _hidden(value: str | None) -> tuple[int, ...] | None:
+    if value is None:
+        return None
+    try:
+        widths = tuple(int(v) for v in value.split(","))
+    except ValueError:
+        widths = ()
+    if not widths or min(widths) < 1:
+        raise InvalidParameterError(
+            f"--hidden takes comma-separated widths >= 1, e.g. 256,128; got {value!r}."
+        )
+    return widths
+
+
+def _model_help() -> str:
+    from fedaudit.config import DEFAULT_ARCHITECTURES
+
+    names = ", ".join(f"{k} (default --hidden {','.join(map(str, DEFAULT_ARCHITECTURES[k][0]))})"
+                      for k in DEFAULT_ARCHITECTURES)
+    return (f"Client model: {names}. mlp takes utterance-level features; dnn, cnn and lstm take "
+            "--feature-set mfcc-frames.")
 
 
 def _build(defenses: Any, config: FLConfig, table: Any) -> Any:
@@ -128,7 +153,9 @@ def record(
     client_fraction: Annotated[float, typer.Option(help="Share of clients per round.")] = 0.1,
     optimizer: Annotated[str, typer.Option(help="FedAvg local optimiser: sgd or adam.")] = "adam",
     normalization: Annotated[str, typer.Option(help="none, global or speaker.")] = "global",
-    dropout: Annotated[str, typer.Option(help="Dropout rate of the first hidden layer, or one rate per hidden layer.")] = "0.2",
+    model: Annotated[str, typer.Option("--model", "-m", help=_model_help())] = "mlp",
+    hidden: Annotated[str | None, typer.Option(help="The model's widths, comma-separated: mlp/dnn dense layers; cnn conv channels then the dense head's width; lstm state size then the dense head's widths.")] = None,
+    dropout: Annotated[str | None, typer.Option(help="Dropout rate of the first hidden layer, or one rate per hidden layer (default: the model's, 0.2 first layer for mlp).")] = None,
     clients_per_speaker: Annotated[int, typer.Option(min=1, help="Split each speaker into k clients.")] = 1,
     fold: Annotated[int, typer.Option(min=0, help="Held-out speaker fold.")] = 0,
     n_folds: Annotated[int, typer.Option(min=2, help="Number of speaker folds.")] = 5,
@@ -160,11 +187,20 @@ def record(
         _choice("optimizer", optimizer, OPTIMIZERS)
         _choice("normalization", normalization, NORMALIZATIONS)
         _choice("dtype", dtype, ("float32", "float16"))
-        hidden = (256, 128)
+        from fedaudit.config import default_architecture
+        from fedaudit.models import MODELS
+
+        from fedaudit.data.features import FEATURE_SETS
+        from fedaudit.models import check_model_input
+
+        _choice("model", model, tuple(MODELS))
+        if feature_set in FEATURE_SETS:  # before loading anything
+            check_model_input(model, frame_level=FEATURE_SETS[feature_set].frame_level, feature_set=feature_set)
+        widths, _ = default_architecture(model, _hidden(hidden))
         config = FLConfig(
             algorithm=algorithm, rounds=rounds, client_fraction=client_fraction, batch_size=batch_size, lr=lr,
-            local_epochs=local_epochs, optimizer=optimizer, normalization=normalization,
-            dropout=_dropout(dropout, len(hidden)), hidden=hidden, clients_per_speaker=clients_per_speaker,
+            local_epochs=local_epochs, optimizer=optimizer, normalization=normalization, model=model,
+            dropout=_dropout(dropout, len(widths)), hidden=widths, clients_per_speaker=clients_per_speaker,
             n_folds=n_folds, fold=fold, seed=seed,
         )
         from fedaudit.defenses import defenses_from_options, describe_options
@@ -202,6 +238,9 @@ def record(
             f"[bold]{escape('+'.join(corpus))}[/]: {len(table)} utterances, {len(table.speakers)} speakers, "
             f"{shape} {escape(table.feature_set)} features"
         )
+        from fedaudit.fl.simulate import build_run_model
+
+        build_run_model(config, table)  # a model that does not fit the features fails here, before any output
         pieces = _build(chosen, config, table)
         t0 = time.perf_counter()
         holder: dict[str, Any] = {}
@@ -218,7 +257,8 @@ def record(
         summary = result.summary()
         table_out = Table(title=f"Recorded {escape(str(out))}", show_header=False)
         for key, value in [
-            ("algorithm", algorithm), ("rounds", rounds), ("clients", summary["n_clients"]),
+            ("algorithm", algorithm), ("model", f"{model} {','.join(map(str, config.hidden))}"),
+            ("rounds", rounds), ("clients", summary["n_clients"]),
             ("held-out speakers", summary["test_speakers"]),
             ("best round (validation UAR)", summary["best_round"]),
             ("validation UAR", f"{summary['val_uar']:.3f}"),

@@ -127,6 +127,28 @@ def _short(name: str) -> str:
     return ".".join(name.split(".")[-2:])
 
 
+def _with_dp_lstm(model: nn.Module) -> nn.Module:
+    """``model`` with every ``nn.LSTM`` swapped for Opacus' ``DPLSTM`` (same weights, names and outputs).
+
+    ``nn.LSTM`` runs as one fused kernel that per-sample gradient hooks cannot
+    see; ``DPLSTM`` computes the same recurrence from linear layers that they
+    can, and names its parameters as ``nn.LSTM`` does (``weight_ih_l0``, ...).
+    """
+    from opacus.layers import DPLSTM
+    from torch import nn as tnn
+
+    for name, child in list(model.named_children()):
+        if isinstance(child, tnn.LSTM) and not isinstance(child, DPLSTM):
+            replacement = DPLSTM(child.input_size, child.hidden_size, num_layers=child.num_layers,
+                                 bias=child.bias, batch_first=child.batch_first, dropout=child.dropout,
+                                 bidirectional=child.bidirectional)
+            replacement.load_state_dict(child.state_dict())
+            setattr(model, name, replacement)
+        else:
+            _with_dp_lstm(child)
+    return model
+
+
 class DPSGDTrainer:
     """DP-SGD on one client's mini-batches, with Opacus ghost clipping or per-sample hooks.
 
@@ -188,7 +210,7 @@ class DPSGDTrainer:
                 f"target_epsilon={config.target_epsilon!r} instead; call config.resolve(sample_rate=..., steps=...) "
                 "first."
             )
-        worker = copy.deepcopy(model)
+        worker = _with_dp_lstm(copy.deepcopy(model))
         errors = ModuleValidator.validate(worker, strict=False)
         if errors:
             raise InvalidParameterError(

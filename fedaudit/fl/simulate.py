@@ -36,9 +36,12 @@ from fedaudit.types import (
     PrivacySpent,
 )
 
-__all__ = ["METRIC_NAMES", "RoundMetrics", "SimulationResult", "pseudo_gradient", "simulate"]
+__all__ = ["METRIC_NAMES", "RoundMetrics", "SimulationResult", "build_run_model", "pseudo_gradient", "simulate"]
 
 logger = logging.getLogger(__name__)
+
+# Rows per forward pass when evaluating frame inputs (sorted by length).
+_EVAL_CHUNK = 128
 
 #: Per-round metrics the simulator reports to its hooks (and the recorder stores).
 METRIC_NAMES: tuple[str, ...] = ("val_uar", "val_acc", "test_uar", "test_acc", "train_loss", "n_clients")
@@ -102,6 +105,12 @@ def pseudo_gradient(
     return ClientUpdate.pseudo_gradient(global_weights, local_weights, lr=lr, local_steps=local_steps)
 
 
+def build_run_model(config: FLConfig, table: FeatureTable) -> nn.Module:
+    """The model of ``config`` for the features of ``table`` (its width, and its frame shape if any)."""
+    return build_model(config.model, table.n_features, hidden=config.hidden, dropout=config.dropout,
+                       n_classes=config.n_classes, frame_shape=table.frame_shape)
+
+
 def _params(model: nn.Module) -> dict[str, torch.Tensor]:
     return {".".join(n.split(".")[-2:]): p for n, p in model.named_parameters()}
 
@@ -120,15 +129,12 @@ class _Federation:
         self.trainer = trainer
         self.split = split
         self.x = torch.from_numpy(np.ascontiguousarray(table.x, dtype=np.float32))
+        self.lengths = None if table.lengths is None else np.asarray(table.lengths)
         label = {e: i for i, e in enumerate(EMOTIONS)}
         self.y = torch.from_numpy(np.array([label[e] for e in table.emotion], dtype=np.int64))
-        self.model = build_model(
-            config.model, table.n_features, hidden=config.hidden, dropout=config.dropout, n_classes=config.n_classes
-        )
+        self.model = build_run_model(config, table)
         self.params = _params(self.model)
-        self.worker = build_model(
-            config.model, table.n_features, hidden=config.hidden, dropout=config.dropout, n_classes=config.n_classes
-        )
+        self.worker = build_run_model(config, table)
         self.worker_params = _params(self.worker)
         self.loss_fn = nn.CrossEntropyLoss()
         self.batch_rng = np.random.default_rng([config.seed, 2])
@@ -215,12 +221,28 @@ class _Federation:
             for name, p in self.params.items():
                 p.sub_(torch.from_numpy(np.asarray(mean_delta[name], np.float64).astype(np.float32)))
 
+    def predict(self, rows: torch.Tensor) -> np.ndarray:
+        """Predicted classes of ``rows`` by the global model (evaluation mode).
+
+        Frame inputs go through in chunks of similar length (sorted by valid
+        frames), so that a sequence model runs over few padding frames: each
+        chunk is cut after its longest row. Predictions are in ``rows`` order.
+        """
+        self.model.eval()
+        with torch.no_grad():
+            if self.lengths is None or len(rows) <= _EVAL_CHUNK:
+                return self.model(self.x[rows]).argmax(dim=1).numpy()
+            order = np.argsort(self.lengths[rows.numpy()], kind="stable")
+            pred = np.empty(len(rows), dtype=np.int64)
+            for start in range(0, len(order), _EVAL_CHUNK):
+                idx = order[start : start + _EVAL_CHUNK]
+                pred[idx] = self.model(self.x[rows[torch.from_numpy(idx)]]).argmax(dim=1).numpy()
+            return pred
+
     def evaluate(self, rows: torch.Tensor) -> tuple[float, float]:
         if len(rows) == 0:
             return float("nan"), float("nan")
-        self.model.eval()
-        with torch.no_grad():
-            pred = self.model(self.x[rows]).argmax(dim=1).numpy()
+        pred = self.predict(rows)
         truth = self.y[rows].numpy()
         return uar(truth, pred), accuracy(truth, pred)
 
