@@ -16,6 +16,7 @@ from fedaudit._version import __version__
 from fedaudit.report import _format as fmt
 from fedaudit.report.model import (
     SEVERITIES,
+    Baseline,
     Caveat,
     Cost,
     Finding,
@@ -36,11 +37,13 @@ from fedaudit.report.schema import validate_results
 
 __all__ = [
     "BELOW_CHANCE_MARGIN",
+    "LABEL_ONLY",
     "FEW_CLIENTS",
     "HIGH_MARGIN",
     "MEDIUM_MARGIN",
     "SIGNIFICANCE_LEVEL",
     "WIDE_INTERVAL",
+    "baseline_sentence",
     "build_report",
     "metric_verdict",
     "settings_above",
@@ -60,6 +63,8 @@ WIDE_INTERVAL = 0.30
 BELOW_CHANCE_MARGIN = 0.05
 #: A permutation p-value below this is "significant" (as in :mod:`fedaudit.metrics.permutation`).
 SIGNIFICANCE_LEVEL = 0.05
+#: The baseline attack that reads nothing but the emotion-label mix of each update.
+LABEL_ONLY = "label-only"
 #: Attackers that learned from shadow runs (the others, such as "public data", have none).
 _SHADOW_ATTACKERS = frozenset({"defense-aware", "undefended"})
 
@@ -154,6 +159,30 @@ def _privacy(entries: Sequence[Mapping[str, Any]]) -> tuple[Privacy, ...]:
     return tuple(out)
 
 
+def _baselines(scores: Sequence[Score]) -> tuple[Baseline, ...]:
+    """Each attribute attack's best single-update result beside the label-only baseline's.
+
+    The baseline of the same attacker when there is one, else the best label-only result of the setting.
+    """
+    single = [s for s in scores if s.group == "layers"]
+    label_only: dict[str, Score] = {}
+    for s in single:
+        if s.attack == LABEL_ONLY:
+            label_only[s.attacker] = _best([s, label_only[s.attacker]]) if s.attacker in label_only else s
+    if not label_only:
+        return ()
+    fallback = _best(label_only.values())
+    out = []
+    for attack, attacker in dict.fromkeys((s.attack, s.attacker) for s in single if s.attack != LABEL_ONLY):
+        best = _best(s for s in single if s.attack == attack and s.attacker == attacker)
+        base = label_only.get(attacker, fallback)
+        if best is None or base is None:
+            continue
+        out.append(Baseline(attack=attack, attacker=attacker, score=best, baseline=base, above=best.asr - base.asr,
+                            beyond=best.ci_low > base.ci_high))
+    return tuple(out)
+
+
 def _setting(cell: Mapping[str, Any]) -> SettingSummary:
     scores = _scores(cell)
     leakage = _best(s for s in scores if s.group == "layers")
@@ -174,7 +203,7 @@ def _setting(cell: Mapping[str, Any]) -> SettingSummary:
         cost=Cost(**{k: _finite(cost.get(k)) for k in
                      ("bytes_per_round", "plain_bytes_per_round", "encrypt_seconds", "decrypt_seconds",
                       "wall_seconds")}),
-        scores=tuple(scores),
+        scores=tuple(scores), baselines=_baselines(scores),
     )
 
 
@@ -193,6 +222,20 @@ def _sentence(setting: SettingSummary, score: Score, severity: Severity) -> str:
         verdict = "indistinguishable from chance"
     return (f"In {setting.label}{view}, the best result of {who} is {fmt.figure(d)} on updates of "
             f"{fmt.layer_phrase(score.layer)}: {verdict}.")
+
+
+def _asdict(score: Score) -> dict[str, float]:
+    return {"asr": score.asr, "ci_low": score.ci_low, "ci_high": score.ci_high, "chance": score.chance}
+
+
+def baseline_sentence(b: Baseline) -> str:
+    """What an attack scores beyond the label-only baseline, as a sentence."""
+    points = 100 * b.above
+    verdict = ("beyond what the label mix alone explains" if b.beyond
+               else "within reach of the label mix alone, so the attack may be reading emotions rather than voices")
+    return (f"The label-only baseline, which sees only the emotion-label mix of each update, scores "
+            f"{fmt.figure(_asdict(b.baseline))}; "
+            f"the {b.attack} attack is {abs(points):.0f} points {'above' if points >= 0 else 'below'} it, {verdict}.")
 
 
 def _significance_of(cell: Mapping[str, Any], score: Score) -> Mapping[str, Any] | None:
@@ -236,6 +279,9 @@ def _findings(results: Mapping[str, Any], settings: Sequence[SettingSummary]) ->
             sentence += (f" Against refits of the same attack on gender-free relabellings of its shadow speakers "
                          f"(null median {fmt.pct(float(sig['null_median']))}, 95th percentile "
                          f"{fmt.pct(float(sig['null_p95']))}), this is {significance_verdict(sig)}.")
+        base = next((b for b in s.baselines if b.attack == score.attack and b.attacker == score.attacker), None)
+        if base is not None:
+            sentence += " " + baseline_sentence(base)
         out.append(Finding(setting=s.id, label=s.label, severity=s.severity, sentence=sentence, score=score))
     return tuple(out)
 

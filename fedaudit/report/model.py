@@ -13,6 +13,7 @@ from typing import Any, Literal
 from fedaudit.report.schema import REPORT_SCHEMA, REPORT_SCHEMA_VERSION, ReportError
 
 __all__ = [
+    "Baseline",
     "Caveat",
     "Cost",
     "Finding",
@@ -139,6 +140,30 @@ class Cost:
 
 
 @dataclass(frozen=True, kw_only=True)
+class Baseline:
+    """An attribute attack beside the label-only baseline of the same setting.
+
+    ``score`` is the attack's best single-update result, ``baseline`` the label-only attack's
+    (gender from the emotion-label mix each update reveals); ``above`` is ``score.asr -
+    baseline.asr``. ``beyond`` is true when the attack's lower 95% bound lies above the
+    baseline's upper bound: leakage the label mix alone does not explain.
+    """
+
+    attack: str
+    attacker: str
+    score: Score
+    baseline: Score
+    above: float
+    beyond: bool
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Baseline:
+        return cls(attack=str(data["attack"]), attacker=str(data["attacker"]), score=Score.from_dict(data["score"]),
+                   baseline=Score.from_dict(data["baseline"]), above=float(data["above"]),
+                   beyond=bool(data["beyond"]))
+
+
+@dataclass(frozen=True, kw_only=True)
 class SettingSummary:
     """One row of the report's table: a setting of the grid with utility, leakage, privacy and cost.
 
@@ -161,6 +186,8 @@ class SettingSummary:
     privacy: tuple[Privacy, ...]
     cost: Cost
     scores: tuple[Score, ...]
+    #: Each attribute attack beside the label-only baseline, when the audit ran it (report 1.1.0).
+    baselines: tuple[Baseline, ...] = ()
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> SettingSummary:
@@ -173,6 +200,7 @@ class SettingSummary:
             worst_upper=None if data.get("worst_upper") is None else Score.from_dict(data["worst_upper"]),
             privacy=tuple(Privacy.from_dict(p) for p in data["privacy"]), cost=Cost.from_dict(data["cost"]),
             scores=tuple(Score.from_dict(s) for s in data["scores"]),
+            baselines=tuple(Baseline.from_dict(b) for b in data.get("baselines") or ()),
         )
 
 
