@@ -132,6 +132,8 @@ def load_public_features(
 ) -> FeatureTable:
     """Public acoustic features in the target's feature set (``emobase`` when the target does not name one).
 
+    For a frame-level target (``mfcc-frames``) the public frames are padded or cut to the target's frame count.
+
     Parameters
     ----------
     corpora
@@ -149,7 +151,10 @@ def load_public_features(
 
     config = target if isinstance(target, Mapping) else target_config(target) if target is not None else {}
     feature_set = str(config.get("data", {}).get("feature_set", "emobase"))
-    return load_features(list(corpora), roots=roots, feature_set=feature_set, cache_dir=cache_dir, n_jobs=n_jobs)
+    frame_shape = config.get("data", {}).get("frame_shape")
+    extra = {} if frame_shape is None else {"n_frames": int(frame_shape[0])}  # frames as many as the target's
+    return load_features(list(corpora), roots=roots, feature_set=feature_set, cache_dir=cache_dir, n_jobs=n_jobs,
+                         **extra)
 
 
 @contextlib.contextmanager
@@ -370,10 +375,15 @@ def layer_leakage(
 def _fit_for_target(
     name: str, target: PathLike, *, shadows: Sequence[PathLike], public_corpora: Sequence[str],
     data_roots: Sequence[PathLike], cache_dir: PathLike | None, layers: Sequence[int] | Sequence[str] | None,
-    seed: int, options: Mapping[str, Any] | None,
+    seed: int, options: Mapping[str, Any] | None, progress: Callable[[Mapping[str, Any]], None] | None = None,
 ) -> tuple[Attack, dict[str, Any]]:
-    """Gather what the named attack needs for this target (shadow files, public features), then fit it."""
+    """Gather what the named attack needs for this target (shadow files, public features), then fit it.
+
+    ``progress`` reaches an attack that takes a ``progress`` callback (per-epoch reports); others ignore it.
+    """
     cls = _attack_class(name)
+    if progress is not None and "progress" in cls.param_names():
+        options = {**(options or {}), "progress": progress}
     files = shadow_files(shadows)
     public = None
     if cls.needs_public:
@@ -559,6 +569,7 @@ def attack_target(
     overwrite: bool = False,
     permutations: int = 0,
     jackknife: bool = False,
+    progress: Callable[[Mapping[str, Any]], None] | None = None,
 ) -> AttackReport:
     """Fit an attack for a target (or load a saved one), optionally save it, and score it: ``fedaudit attack``.
 
@@ -594,6 +605,8 @@ def attack_target(
         shadow speakers (:func:`fedaudit.audit.significance.permutation_test`); 0 skips the test.
     jackknife
         Also refit leaving one shadow run out at a time, for an interval over shadow runs.
+    progress
+        Given to an attack that reports its fit's progress (``progress`` parameter, e.g. ``cnn``).
     """
     target = _check_target(target)
     _check_permutations(permutations)
@@ -609,7 +622,7 @@ def attack_target(
     else:
         fitted, card = _fit_for_target(
             attack, target, shadows=shadows, public_corpora=public_corpora, data_roots=data_roots,
-            cache_dir=cache_dir, layers=layers, seed=seed, options=options,
+            cache_dir=cache_dir, layers=layers, seed=seed, options=options, progress=progress,
         )
         if save_as:
             saved = save_attack_model(fitted, save_as, models_dir=models_dir, card=card, overwrite=overwrite)
@@ -636,8 +649,12 @@ def leakage_of_target(
     shadows: Sequence[PathLike] = (),
     repeats: int = 10,
     seed: int = 0,
+    progress: Callable[[Mapping[str, Any]], None] | None = None,
 ) -> tuple[Attack, dict[str, AttackResult], list[str]]:
     """Fit a per-layer attack for a target (or load a saved one) and measure each layer's leakage: ``fedaudit leakage``.
+
+    Every layer of the recording is one row, whatever the model (``fc1``..., ``conv1``, ``lstm1``, ...):
+    the names come from the recording. ``progress`` is given to an attack that reports its fit's progress.
 
     Returns
     -------
@@ -653,7 +670,7 @@ def leakage_of_target(
             raise InvalidParameterError(f"Layer-wise leakage needs a per-layer attack: use --attack {per_layer}.")
         fitted, _ = _fit_for_target(
             attack, target, shadows=shadows, public_corpora=(), data_roots=(), cache_dir=None, layers=None,
-            seed=seed, options=None,
+            seed=seed, options=None, progress=progress,
         )
     card = getattr(fitted, "card_", None) or {}
     shadow_paths = list(card.get("shadow_recordings", [])) if model is not None else [str(p) for p in shadow_files(shadows)]

@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
+import os
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
+from rich.console import Console
 from rich.markup import escape
+from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
 from fedaudit.cli._common import NoVerify, checksums, console, error_boundary, print_warnings
@@ -51,6 +56,43 @@ def _check_attack_options(attack_name: str, options: dict[str, Any]) -> None:
     )
 
 
+#: ``--quiet``: no progress display (it is off anyway when the output is not a terminal).
+Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="No progress display (none is shown when the output is not a terminal).")]
+
+
+@contextlib.contextmanager
+def fit_progress(
+    attack_name: str | None, *, out: Console = console, quiet: bool = False
+) -> Iterator[Callable[[Mapping[str, Any]], None] | None]:
+    """A per-epoch progress bar with an ETA for an attack that reports its fit (``progress`` parameter).
+
+    Yields the callback to give the attack, or ``None`` (no display) when the
+    attack reports nothing, when asked to be quiet or when ``out`` is not a terminal.
+    """
+    from fedaudit.attacks import ATTACKS
+
+    cls = ATTACKS.get(attack_name or "")
+    if quiet or not out.is_terminal or cls is None or "progress" not in cls.param_names():
+        yield None
+        return
+    columns = (TextColumn("fitting {task.fields[layer]}"), BarColumn(), TaskProgressColumn(),
+               TextColumn("epoch {task.fields[epoch]}  val UAR {task.fields[uar]}"), TimeElapsedColumn(),
+               TimeRemainingColumn())
+    with Progress(*columns, console=out, transient=True) as prog:
+        task = prog.add_task("fit", total=None, layer="the first layer", epoch="-", uar="-")
+
+        def on_epoch(event: Mapping[str, Any]) -> None:
+            uar = event.get("val_uar")
+            prog.update(
+                task, completed=float(event["work_done"]), total=float(event["work_total"]),
+                layer=f"{event['layer']} ({int(event['layer_index']) + 1}/{event['n_layers']})",
+                epoch=f"{int(event['epoch']) + 1}/{event['epochs']}",
+                uar="-" if uar is None or (isinstance(uar, float) and math.isnan(uar)) else f"{uar:.3f}",
+            )
+
+        yield on_epoch
+
+
 def fmt_rate(x: float | None) -> str:
     """A rate as a percentage with one decimal; ``-`` when unknown."""
     return "-" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{100 * x:.1f}%"
@@ -89,6 +131,7 @@ def attack(
     max_train_updates: Annotated[int | None, typer.Option(min=1, help="cnn: train on at most this many shadow updates.")] = None,
     permutations: Annotated[int, typer.Option(min=0, help="Test the single-update ASR against N refits on gender-free relabellings of the shadow speakers (20 gives p down to 0.048); 0 skips it.")] = 0,
     jackknife: Annotated[bool, typer.Option("--jackknife", help="Also refit leaving one shadow run out: an interval over the attacker's shadow runs.")] = False,
+    quiet: Quiet = False,
 ) -> None:
     """Infer each client's gender from its recorded updates and score the attack success rate (ASR)."""
     with error_boundary(), checksums(not no_verify):
@@ -105,12 +148,13 @@ def attack(
         if model is None:
             _check_attack_options(attack_name, options)
         settings = Settings()
-        report = attack_target(
-            target, attack=attack_name, model=model, shadows=shadow, public_corpora=public_corpus,
-            data_roots=data_root, cache_dir=settings.cache_dir, layers=layer or None, n_updates=counts,
-            repeats=repeats, seed=seed, options=options, save_as=save_model, models_dir=settings.models_dir,
-            overwrite=force, permutations=permutations, jackknife=jackknife,
-        )
+        with fit_progress(None if model is not None else attack_name, quiet=quiet) as progress:
+            report = attack_target(
+                target, attack=attack_name, model=model, shadows=shadow, public_corpora=public_corpus,
+                data_roots=data_root, cache_dir=settings.cache_dir, layers=layer or None, n_updates=counts,
+                repeats=repeats, seed=seed, options=options, save_as=save_model, models_dir=settings.models_dir,
+                overwrite=force, permutations=permutations, jackknife=jackknife, progress=progress,
+            )
         if report.saved_model is not None:
             console.print(f"saved attack model {escape(report.saved_model)}")
         _print_report(report, show_clients)
@@ -125,7 +169,9 @@ def attack(
             )
         print_warnings(report.warnings)
         if json_out:
-            json_out.write_text(json.dumps(report.to_dict(), indent=2, default=str))
+            tmp = json_out.with_name(json_out.name + ".tmp")  # never a half-written file
+            tmp.write_text(json.dumps(report.to_dict(), indent=2, default=str))
+            os.replace(tmp, json_out)
             console.print(f"wrote {escape(str(json_out))}")
 
 
