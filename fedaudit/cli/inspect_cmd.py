@@ -4,13 +4,24 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.markup import escape
 from rich.table import Table
 
 from fedaudit.cli._common import NoVerify, console, error_boundary
+
+
+def class_table(per_class: dict[str, Any], *, title: str) -> Table:
+    """Precision, recall, F1 and support per class (``SimulationResult.summary()["test_per_class"]``)."""
+    out = Table(title=title)
+    for col in ("emotion", "precision", "recall", "F1", "support"):
+        out.add_column(col, justify="left" if col == "emotion" else "right")
+    for name, row in per_class.items():
+        out.add_row(escape(str(name)), f"{row.get('precision', float('nan')):.3f}", f"{row.get('recall', float('nan')):.3f}",
+                    f"{row.get('f1', float('nan')):.3f}", str(row.get("support", "")))
+    return out
 
 
 def inspect(
@@ -46,11 +57,15 @@ def inspect(
             )
             head = Table(title=escape(str(path)), show_header=False)
             data = store.config.get("data", {})
+            hidden = store.config.get("hidden")
+            frames = data.get("frame_shape")
             for key, value in [
                 ("status", status),
                 ("algorithm", store.config.get("algorithm")),
+                ("model", f"{store.config.get('model', 'mlp')} {','.join(map(str, hidden)) if hidden else ''}".strip()),
                 ("corpora", ", ".join(data.get("corpora", []))),
-                ("features", f"{data.get('feature_set')} ({data.get('n_features')})"),
+                ("features", f"{data.get('feature_set')} ({data.get('n_features')}"
+                             + (f": {frames[0]} frames x {frames[1]})" if frames else ")")),
                 ("normalisation", store.config.get("normalization")),
                 ("lr / batch / local epochs", f"{store.config.get('lr')} / {store.config.get('batch_size')} / "
                                              f"{store.config.get('local_epochs')}"),
@@ -81,6 +96,9 @@ def inspect(
             if res:
                 head.add_row("best round", str(res.get("best_round")))
                 head.add_row("test UAR", f"{res.get('test_uar', float('nan')):.3f}")
+                if "test_f1" in res:  # recordings before per-class scores have UAR and accuracy only
+                    head.add_row("test accuracy / macro P / R / F1", " / ".join(
+                        f"{res.get(k, float('nan')):.3f}" for k in ("test_acc", "test_precision", "test_recall", "test_f1")))
                 audit = res.get("privacy_audit")
                 if isinstance(audit, dict):
                     claimed = audit.get("epsilon_claimed")
@@ -90,6 +108,9 @@ def inspect(
                             f"{audit.get('n_canaries')} canaries")
                     head.add_row("epsilon audited (canaries)", escape(text))
             console.print(head)
+            per_class = (res or {}).get("test_per_class") or {}
+            if per_class:
+                console.print(class_table(per_class, title="test scores of the best round, per emotion"))
             layers = Table(title="parameters")
             layers.add_column("layer")
             layers.add_column("parameter")

@@ -263,6 +263,8 @@ def record(
             ("best round (validation UAR)", summary["best_round"]),
             ("validation UAR", f"{summary['val_uar']:.3f}"),
             ("test UAR / accuracy", f"{summary['test_uar']:.3f} / {summary['test_acc']:.3f}"),
+            ("test macro precision / recall / F1",
+             f"{summary['test_precision']:.3f} / {summary['test_recall']:.3f} / {summary['test_f1']:.3f}"),
             ("defenses", ", ".join(defense) or "none"),
             *_privacy_rows(result.privacy),
             ("file size", f"{out.stat().st_size / 1e6:.1f} MB"),

@@ -25,7 +25,7 @@ from fedaudit.data.table import FeatureTable
 from fedaudit.exceptions import InvalidParameterError
 from fedaudit.models import build_model, parameter_shapes
 from fedaudit.hooks import ClientInfo, Hook, RoundEnd, RoundStart, RunEnd, RunStart
-from fedaudit.metrics.basic import accuracy, uar
+from fedaudit.metrics.basic import accuracy, class_scores, macro_f1, uar
 from fedaudit.types import (
     EMOTIONS,
     CanarySource,
@@ -44,7 +44,7 @@ logger = logging.getLogger(__name__)
 _EVAL_CHUNK = 128
 
 #: Per-round metrics the simulator reports to its hooks (and the recorder stores).
-METRIC_NAMES: tuple[str, ...] = ("val_uar", "val_acc", "test_uar", "test_acc", "train_loss", "n_clients")
+METRIC_NAMES: tuple[str, ...] = ("val_uar", "val_acc", "test_uar", "test_acc", "test_f1", "train_loss", "n_clients")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -58,6 +58,7 @@ class RoundMetrics:
     test_acc: float
     train_loss: float
     n_clients: int
+    test_f1: float = float("nan")  #: macro F1 on the test speakers
 
     def as_mapping(self) -> dict[str, float]:
         return {name: float(getattr(self, name)) for name in METRIC_NAMES}
@@ -65,7 +66,12 @@ class RoundMetrics:
 
 @dataclass(frozen=True, kw_only=True, eq=False)
 class SimulationResult:
-    """Outcome of a run: utility per round and the best round by validation UAR."""
+    """Outcome of a run: utility per round and the best round by validation UAR.
+
+    ``test_scores`` holds the best round's accuracy, UAR, and precision, recall
+    and F1 per emotion and macro-averaged on the held-out test speakers
+    (:func:`fedaudit.metrics.class_scores`).
+    """
 
     config: FLConfig
     history: list[RoundMetrics]
@@ -75,6 +81,7 @@ class SimulationResult:
     split: FederatedSplit
     privacy: tuple[PrivacySpent, ...] = ()
     defense_report: dict[str, Any] = field(default_factory=dict)
+    test_scores: dict[str, Any] = field(default_factory=dict)
 
     @property
     def best(self) -> RoundMetrics:
@@ -88,6 +95,10 @@ class SimulationResult:
             "val_acc": b.val_acc,
             "test_uar": b.test_uar,
             "test_acc": b.test_acc,
+            "test_precision": self.test_scores.get("precision_macro", float("nan")),
+            "test_recall": self.test_scores.get("recall_macro", float("nan")),
+            "test_f1": self.test_scores.get("f1_macro", float("nan")),
+            "test_per_class": self.test_scores.get("per_class", {}),
             "rounds": len(self.history),
             "n_clients": len(self.split.clients),
             "test_speakers": len(self.split.test_speakers),
@@ -246,6 +257,15 @@ class _Federation:
         truth = self.y[rows].numpy()
         return uar(truth, pred), accuracy(truth, pred)
 
+    def evaluate_test(self) -> tuple[float, float, float, np.ndarray]:
+        """UAR, accuracy and macro F1 on the test rows, and the predictions."""
+        rows = self.test_rows
+        if len(rows) == 0:
+            return float("nan"), float("nan"), float("nan"), np.zeros(0, dtype=np.int64)
+        pred = self.predict(rows)
+        truth = self.y[rows].numpy()
+        return uar(truth, pred), accuracy(truth, pred), macro_f1(truth, pred), pred
+
 
 def _local_weights(update: ClientUpdate) -> dict[str, np.ndarray] | None:
     if update.global_weights is None:
@@ -362,6 +382,7 @@ def _run(
 
     history: list[RoundMetrics] = []
     best_round, best_uar, best_weights = 0, -math.inf, _snapshot(fed.params)
+    best_pred: np.ndarray | None = None
     for server_round in range(config.rounds):
         selected = sorted(select_rng.choice(len(clients), size=n_select, replace=False).tolist())
         global_np = _snapshot(fed.params)
@@ -407,14 +428,15 @@ def _run(
             for hook in hooks:
                 hook.on_client_update(update)
         val_uar, val_acc = fed.evaluate(fed.val_rows)
-        test_uar, test_acc = fed.evaluate(fed.test_rows)
+        test_uar, test_acc, test_f1, test_pred = fed.evaluate_test()
         metrics = RoundMetrics(
             server_round=server_round, val_uar=val_uar, val_acc=val_acc, test_uar=test_uar, test_acc=test_acc,
-            train_loss=float(np.mean(losses)), n_clients=len(selected),
+            test_f1=test_f1, train_loss=float(np.mean(losses)), n_clients=len(selected),
         )
         history.append(metrics)
         if val_uar > best_uar:
             best_round, best_uar, best_weights = server_round, val_uar, _snapshot(fed.params)
+            best_pred = test_pred
         for hook in hooks:
             hook.on_round_end(RoundEnd(server_round=server_round, n_clients=len(selected),
                                        metrics=metrics.as_mapping()))
@@ -433,6 +455,8 @@ def _run(
     result = SimulationResult(
         config=config, history=history, best_round=best_round, best_weights=best_weights,
         final_weights=_snapshot(fed.params), split=split, privacy=privacy, defense_report=report,
+        test_scores={} if best_pred is None else class_scores(
+            fed.y[fed.test_rows].numpy(), best_pred, class_names=EMOTIONS),
     )
     for hook in hooks:
         hook.on_run_end(RunEnd(result={**result.summary(), **report}, privacy=privacy))

@@ -1,7 +1,7 @@
-"""Scores: UAR and accuracy, the attack success rate (ASR) with its companions, and the permutation test."""
+"""Scores: UAR, accuracy, precision, recall and F1, the attack success rate (ASR) with its companions, and the permutation test."""
 
 from fedaudit.metrics.asr import AttackResult, ClientPrediction, attack_success, predict_clients, row_probabilities
-from fedaudit.metrics.basic import accuracy, uar
+from fedaudit.metrics.basic import accuracy, class_scores, macro_f1, uar
 from fedaudit.metrics.permutation import (
     Jackknife,
     Significance,
@@ -19,7 +19,9 @@ __all__ = [
     "accuracy",
     "attack_success",
     "balanced_relabellings",
+    "class_scores",
     "jackknife",
+    "macro_f1",
     "permutation_p_value",
     "predict_clients",
     "row_probabilities",

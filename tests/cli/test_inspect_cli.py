@@ -32,3 +32,13 @@ def test_inspect_json_holds_typed_privacy() -> None:
         joined = {str(c) for c in store.index["client_id"].tolist()}
     assert spent["mechanism"] == "udp" and spent["level"] == "user"
     assert set(spent["epsilon_per_client"]) == joined  # every client that sent an update, no other
+
+
+def test_inspect_reads_a_recording_from_before_per_class_scores() -> None:
+    from fedaudit.record import UpdateStore
+
+    with UpdateStore.open(ARCHIVE) as store:
+        assert "test_f1" not in store.metrics() and "test_f1" not in store.result
+    res = runner.invoke(app, ["inspect", str(ARCHIVE)], terminal_width=200)
+    assert res.exit_code == 0, res.output
+    assert "test UAR" in res.output and "macro P / R / F1" not in res.output and "per emotion" not in res.output

@@ -3,6 +3,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 from typer.testing import CliRunner
 
@@ -94,3 +95,58 @@ def test_version_and_help() -> None:
     assert "fedaudit" in _run("--version").output
     res = _run("--help")
     assert "record" in res.output and "inspect" in res.output
+
+
+@pytest.mark.parametrize(("model", "first"), [("cnn", "conv1.weight"), ("lstm", "lstm1.weight_ih_l0"),
+                                              ("dnn", "fc1.weight")])
+def test_record_frame_models_on_the_demo_frames(tmp_path: Path, model: str, first: str) -> None:
+    out = tmp_path / f"{model}.h5"
+    res = _run("record", "--corpus", "demo-private", "--feature-set", "mfcc-frames", "--frames", "120",
+               "--model", model, "--algorithm", "fedavg", "--rounds", "2", "--client-fraction", "0.07",
+               "--out", str(out))
+    assert res.exit_code == 0, res.output
+    assert "120 frames x 13 mfcc-frames features" in res.output and "test macro precision / recall / F1" in res.output
+    with UpdateStore.open(out) as store:
+        assert store.complete and store.rounds_completed == 2
+        assert store.config["model"] == model and store.config["data"]["frame_shape"] == [120, 13]
+        assert store.config["data"]["feature_set"] == "mfcc-frames" and store.config["data"]["n_features"] == 1560
+        assert store.parameter_names[0] == first
+        assert np.isfinite(store.metrics()["test_f1"]).all()
+        assert set(store.result["test_per_class"]) == {"neutral", "happy", "sad", "angry"}
+    res = _run("inspect", str(out))
+    assert res.exit_code == 0 and "per emotion" in res.output and "120 frames x 13" in res.output
+
+
+def test_record_mlp_width_from_the_command_line(tmp_path: Path) -> None:
+    out = tmp_path / "mlp.h5"
+    res = _run("record", "--hidden", "32,16,8", "--rounds", "1", "--out", str(out))
+    assert res.exit_code == 0, res.output
+    with UpdateStore.open(out) as store:
+        assert store.config["hidden"] == [32, 16, 8] and store.config["dropout"] == [0.2, 0.0, 0.0]
+        assert [a["shape"] for a in store.architecture][0] == [32, 988]
+
+
+@pytest.mark.parametrize(
+    ("args", "needle"),
+    [
+        (["--model", "lstm"], "'lstm' model takes frame sequences, but the 'emobase' features"),
+        (["--feature-set", "mfcc-frames"], "'mlp' model takes one feature vector per utterance"),
+        (["--model", "gru"], "--model must be one of ['mlp', 'dnn', 'cnn', 'lstm']"),
+        (["--hidden", "32,x"], "--hidden takes comma-separated widths"),
+        (["--model", "cnn", "--feature-set", "mfcc-frames", "--hidden", "32"], "CNN needs at least 2 widths"),
+    ],
+)
+def test_model_mismatches_are_one_sentence(tmp_path: Path, args: list[str], needle: str) -> None:
+    out = tmp_path / "bad.h5"
+    res = runner.invoke(app, ["record", "--rounds", "1", "--out", str(out), *args], terminal_width=300)
+    assert res.exit_code != 0
+    assert needle in " ".join(res.output.split())
+    assert "Traceback" not in res.output and not out.exists()
+
+
+def test_help_names_the_model_registry() -> None:
+    res = runner.invoke(app, ["record", "--help"], terminal_width=300)
+    assert res.exit_code == 0
+    text = " ".join(res.output.replace("│", " ").split())
+    for name in ("mlp", "dnn", "cnn", "lstm"):
+        assert f"{name} (default --hidden" in text
