@@ -33,6 +33,7 @@ _NAMES: dict[str, str] = {
     "score_attack": "fedaudit.audit.attack",
     "setup_warnings": "fedaudit.audit.attack",
     "shadow_config": "fedaudit.audit.shadow",
+    "shadow_folds": "fedaudit.audit.shadow",
     "shadow_files": "fedaudit.audit.attack",
     "shadow_paths": "fedaudit.audit.shadow",
     "target_config": "fedaudit.audit.attack",

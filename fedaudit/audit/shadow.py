@@ -24,15 +24,54 @@ from fedaudit.types import DefensePieces
 if TYPE_CHECKING:
     from fedaudit.defenses import Defense
 
-__all__ = ["run_shadow", "shadow_config", "shadow_paths", "target_feature_set", "target_n_frames"]
+__all__ = ["run_shadow", "shadow_config", "shadow_folds", "shadow_paths", "target_feature_set", "target_n_frames"]
 
-#: Settings copied from the target: what the attacker is assumed to know.
+#: Settings copied from the target: what the attacker is assumed to know. The number of
+#: speaker folds is the shadow corpus's own (:func:`shadow_folds`).
 _KNOWN = ("algorithm", "rounds", "client_fraction", "batch_size", "lr", "local_epochs", "optimizer", "model",
           "hidden", "dropout", "n_classes", "normalization", "clients_per_speaker", "n_folds", "val_fraction")
 
 
-def shadow_config(target: UpdateStore | dict[str, Any], *, run: int, seed: int) -> FLConfig:
-    """The target's FL configuration, with the fold and seed of shadow run ``run``."""
+def shadow_folds(target_n_folds: int, n_speakers: int, *, n_folds: int | None = None) -> int:
+    """Speaker folds of shadow runs: ``n_folds`` if given, else the largest number <= the target's that the shadow
+    speakers allow (one speaker per fold at least), and at least 2.
+
+    Parameters
+    ----------
+    target_n_folds
+        The target run's number of folds.
+    n_speakers
+        Speakers of the shadow corpora.
+    n_folds
+        An explicit choice (``fedaudit shadow --n-folds``).
+
+    Raises
+    ------
+    InvalidParameterError
+        If the shadow corpora have fewer than 2 speakers, or ``n_folds`` is not in ``[2, n_speakers]``.
+
+    Examples
+    --------
+    >>> shadow_folds(5, 40), shadow_folds(5, 4), shadow_folds(5, 4, n_folds=2)
+    (5, 4, 2)
+    """
+    if n_speakers < 2:
+        raise InvalidParameterError(
+            f"The shadow corpora have {n_speakers} speaker(s); speaker-disjoint shadow runs need at least 2 "
+            "(one held out, one training). Add shadow speakers."
+        )
+    if n_folds is not None:
+        if isinstance(n_folds, bool) or not isinstance(n_folds, int) or not 2 <= n_folds <= n_speakers:
+            raise InvalidParameterError(
+                f"The shadow corpora have {n_speakers} speakers, so shadow runs take 2 to {n_speakers} speaker "
+                f"folds. Got n_folds={n_folds!r}; choose a number in that range."
+            )
+        return n_folds
+    return max(2, min(int(target_n_folds), n_speakers))
+
+
+def shadow_config(target: UpdateStore | dict[str, Any], *, run: int, seed: int, n_folds: int | None = None) -> FLConfig:
+    """The target's FL configuration, with the fold and seed of shadow run ``run`` (and ``n_folds`` folds if given)."""
     config = target.config if isinstance(target, UpdateStore) else target
     missing = [k for k in _KNOWN if k not in config]
     if missing:
@@ -40,6 +79,8 @@ def shadow_config(target: UpdateStore | dict[str, Any], *, run: int, seed: int) 
     kwargs = {k: config[k] for k in _KNOWN}
     kwargs["hidden"] = tuple(kwargs["hidden"])
     kwargs["dropout"] = tuple(kwargs["dropout"])
+    if n_folds is not None:
+        kwargs["n_folds"] = int(n_folds)
     kwargs["fold"] = run % int(kwargs["n_folds"])
     kwargs["seed"] = seed + run
     known = {f.name for f in fields(FLConfig)}
@@ -80,9 +121,16 @@ def run_shadow(
     overwrite: bool = False,
     hooks: Callable[[int], Sequence[Hook]] | None = None,
     defenses: Callable[[FLConfig], Sequence[Defense] | DefensePieces] | None = None,
+    n_folds: int | None = None,
 ) -> list[Path]:
     """Record ``runs`` shadow runs mirroring the target's configuration.
 
+    The speaker folds are the shadow corpus's own: ``n_folds`` if given, else
+    the largest number up to the target's that the shadow speakers allow (at
+    least 2; :func:`shadow_folds`), so that a small shadow corpus (4 speakers
+    against a target's 5 folds) still gives shadow runs. Each recording's
+    configuration holds the choice (``n_folds``, and ``shadow_folds`` with the
+    target's folds and the shadow speakers).
     Run ``k`` holds out speaker fold ``k mod n_folds`` and uses seed ``seed + k``.
     A frame-level shadow table is padded or truncated to the target's frames
     per utterance (``/run/config["data"]["frame_shape"]``).
@@ -114,6 +162,8 @@ def run_shadow(
     defenses
         ``defenses(config)`` gives the defenses of a shadow run of ``config``
         (a defense-aware attacker mirrors the target's defenses); none by default.
+    n_folds
+        Speaker folds of the shadow runs (default: chosen by :func:`shadow_folds`).
     """
     from fedaudit.audit.record import record_run
 
@@ -142,10 +192,16 @@ def run_shadow(
     existing = [p for p in paths if p.exists()]
     if existing and not overwrite:
         raise OutputExistsError(f"{existing[0]} already exists.")
+    if "n_folds" not in config:
+        raise RecordingError("The target recording's configuration lacks ['n_folds']; cannot mirror its setup.")
+    folds = shadow_folds(int(config["n_folds"]), len(table.speakers), n_folds=n_folds)
+    choice = {"n_folds": folds, "target_n_folds": int(config["n_folds"]), "shadow_speakers": len(table.speakers),
+              "chosen": "given" if n_folds is not None else "largest the shadow speakers allow, up to the target's"}
     for k, path in enumerate(paths):
-        cfg = shadow_config(config, run=k, seed=seed)
+        cfg = shadow_config(config, run=k, seed=seed, n_folds=folds)
         record_run(cfg, table, path, overwrite=overwrite, hooks=list(hooks(k)) if hooks else [],
                    defenses=defenses(cfg) if defenses else (),
                    data_info={"role": "shadow", "target": str(target)}, initial_weights=init,
-                   extra_config={"shadow_of": target.name, "shadow_run": k, "init_from_target": init_from_target})
+                   extra_config={"shadow_of": target.name, "shadow_run": k, "init_from_target": init_from_target,
+                                 "shadow_folds": choice})
     return paths

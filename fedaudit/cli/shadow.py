@@ -24,9 +24,11 @@ def shadow(
     cache_dir: Annotated[Path | None, typer.Option(help="Feature cache.")] = None,
     jobs: Annotated[int, typer.Option(min=1, help="Processes for feature extraction.")] = 2,
     force: Annotated[bool, typer.Option("--force", help="Overwrite existing shadow recordings.")] = False,
+    n_folds: Annotated[int | None, typer.Option("--n-folds", min=2, help="Speaker folds of the shadow runs (default: the target's, or fewer if the shadow corpus has fewer speakers).")] = None,
 ) -> None:
     """Re-run the target's FL configuration on shadow corpora and record every update."""
-    from fedaudit.audit import run_shadow, target_feature_set, target_n_frames
+    from fedaudit.audit import run_shadow, shadow_folds, target_feature_set, target_n_frames
+    from fedaudit.record import UpdateStore
     from fedaudit.data.sources import load_features
     from fedaudit.hooks import BaseHook
     from fedaudit.settings import Settings
@@ -38,6 +40,13 @@ def shadow(
         feature_set, rounds = target_feature_set(like)
         table = load_features(corpus, roots=data_root, feature_set=feature_set,
                               cache_dir=cache_dir or settings.cache_dir, n_jobs=jobs, n_frames=target_n_frames(like))
+        with UpdateStore.open(like, warn_incomplete=False) as store:
+            target_folds = int(store.config.get("n_folds", 5))
+        folds = shadow_folds(target_folds, len(table.speakers), n_folds=n_folds)
+        why = "as given" if n_folds is not None else (
+            "as the target" if folds == target_folds else f"the target has {target_folds}")
+        console.print(f"shadow runs use {folds} speaker folds ({why}; the shadow corpora have "
+                      f"{len(table.speakers)} speakers)")
         with Progress(TextColumn("shadow run {task.fields[run]}"), MofNCompleteColumn(), BarColumn(),
                       TimeRemainingColumn(), console=console) as prog:
 
@@ -53,6 +62,6 @@ def shadow(
                 return [_Tick(task)]
 
             paths = run_shadow(like, table, out_dir=out_dir, runs=runs, seed=seed, overwrite=force, hooks=hooks,
-                               init_from_target=init_from_target)
+                               init_from_target=init_from_target, n_folds=folds)
         for p in paths:
             console.print(f"recorded {escape(str(p))}")
