@@ -14,6 +14,7 @@ from fedaudit.attacks.reconstruct.base import (
     register_reconstruction,
 )
 from fedaudit.attacks.reconstruct.labels import LabelCounts, label_counts  # noqa: F401 - registers "labels"
+from fedaudit.attacks.reconstruct.analytic import AnalyticInputs, separate_inputs  # noqa: F401 - registers "analytic"
 
 __all__ = [
     "ObservedUpdate",
