@@ -16,6 +16,7 @@ from fedaudit.attacks.base import (
     fusion_weights,
     gender_labels,
     layer_of,
+    layer_parameters,
     load_attack,
     register_attack,
     resolve_layers,
@@ -24,7 +25,13 @@ from fedaudit.attacks.cnn import CNNFusionAttack
 from fedaudit.attacks.inversion import InversionAttack
 from fedaudit.attacks.label_only import LabelOnlyAttack
 from fedaudit.attacks.stats import StatsAttack
-from fedaudit.attacks.update_statistics import inversion_vector, layer_statistics
+from fedaudit.attacks.update_statistics import (
+    input_mixture,
+    inversion_vector,
+    layer_kind,
+    layer_statistics,
+    update_statistics,
+)
 
 __all__ = [
     "ATTACKS",
@@ -41,11 +48,15 @@ __all__ = [
     "check_same_architecture",
     "fusion_weights",
     "gender_labels",
+    "input_mixture",
     "inversion_vector",
+    "layer_kind",
     "layer_of",
+    "layer_parameters",
     "layer_statistics",
     "load_attack",
     "register_attack",
     "resolve_layers",
     "shadow_rows",
+    "update_statistics",
 ]

@@ -141,7 +141,8 @@ class LayerBranch(nn.Module):
         self.conv = _conv_stack(*self.image_shapes[0], dropout)
         self.more_convs = nn.ModuleList(_conv_stack(h, w, dropout) for h, w in self.image_shapes[1:])
         with torch.no_grad():  # flatten size from a dummy forward, never hard-coded
-            self.n_flats = [int(c(torch.zeros(1, 1, h, w)).numel()) for c, (h, w) in zip(self._convs(), self.image_shapes, strict=True)]
+            self.n_flats = [int(conv(torch.zeros(1, 1, h, w)).numel())
+                            for conv, (h, w) in zip(self._convs(), self.image_shapes, strict=True)]
         self.n_flat = sum(self.n_flats)
         dense: list[nn.Module] = []
         n_in = self.n_flat + self.n_bias
@@ -163,7 +164,7 @@ class LayerBranch(nn.Module):
                 nn.init.constant_(module.bias, 0.01)
 
     def forward(self, weight: torch.Tensor | Sequence[torch.Tensor], bias: torch.Tensor | None) -> torch.Tensor:
-        """Logits ``(n, 2)`` from normalised weight images ``(n, out, in)`` (one, or a list) and biases ``(n, n_bias)``."""
+        """Logits ``(n, 2)`` from normalised weight images ``(n, out, in)`` (one or a list) and biases ``(n, n_bias)``."""
         images = [weight] if isinstance(weight, torch.Tensor) else list(weight)
         z = [conv(w.reshape(w.shape[0], 1, *shape)).flatten(1)
              for conv, w, shape in zip(self._convs(), images, self.image_shapes, strict=True)]
@@ -399,7 +400,8 @@ class CNNFusionAttack(Attack):
         branches: dict[str, LayerBranch] = {}
         norm_stats: dict[str, dict[str, float]] = {}
         history: dict[str, dict[str, Any]] = {}
-        sizes = {layer: sum(int(math.prod(shapes[p])) for p in ps["images"] + ps["vectors"]) for layer, ps in params.items()}
+        sizes = {layer: sum(int(math.prod(shapes[p])) for p in ps["images"] + ps["vectors"])
+                 for layer, ps in params.items()}
         self._work = {"done": 0.0, "total": float(sum(sizes.values()) * int(self.epochs)), "sizes": sizes,
                       "n_layers": len(layers)}
         for index, layer in enumerate(layers):
@@ -408,7 +410,8 @@ class CNNFusionAttack(Attack):
             vw, vb, _ = _load(stores, rows, images, vectors, val, stats=stats)
             norm_stats[layer] = stats
             branch = _build_branch(
-                [shapes[p] for p in images], sum(int(math.prod(shapes[p])) for p in vectors), dropout=float(self.dropout)
+                [shapes[p] for p in images], sum(int(math.prod(shapes[p])) for p in vectors),
+                dropout=float(self.dropout),
             )
             branches[layer], history[layer] = self._train_branch(
                 layer, branch, (xw, xb, rows.y[train]), (vw, vb, rows.y[val]), device, seed=int(self.seed) + index,

@@ -133,7 +133,8 @@ def public_mixtures(
             k = min(int(b), len(rows))
             if frames is None:  # utterance mixtures
                 picks = np.stack([rng.choice(rows, size=k, replace=False) for _ in range(draws_per_speaker)])
-                weights = rng.dirichlet(np.ones(k), size=draws_per_speaker) if k > 1 else np.ones((draws_per_speaker, 1))
+                weights = (rng.dirichlet(np.ones(k), size=draws_per_speaker) if k > 1
+                           else np.ones((draws_per_speaker, 1)))
                 xs.append(np.einsum("dk,dkf->df", weights, table.x[picks].astype(np.float64)))
             else:  # patch or frame mixtures
                 for d in range(draws_per_speaker):
@@ -206,8 +207,8 @@ class InversionAttack(Attack):
 
     Examples
     --------
-    >>> data = AttackerKnowledge(public=public_table, target_config=target.config,
-    ...                          target_shapes=dict(zip(target.parameter_names, map(target.shape, target.parameter_names))))  # doctest: +SKIP
+    >>> shapes = {p: target.shape(p) for p in target.parameter_names}  # doctest: +SKIP
+    >>> data = AttackerKnowledge(public=public_table, target_config=target.config, target_shapes=shapes)  # doctest: +SKIP
     >>> InversionAttack(seed=0).fit(data).score(target).asr  # doctest: +SKIP
     """
 

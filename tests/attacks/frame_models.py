@@ -85,7 +85,21 @@ def record_loop(
     """A plain FedSGD or FedAvg (one local epoch of SGD) loop, one client per speaker, that records itself.
 
     Frame tables feed the model ``(B, T, C)`` sequences; utterance-level tables their feature rows.
+    Torch runs on one thread meanwhile (small models on a shared machine), then as before.
     """
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        return _record_loop(path, table, model_fn, algorithm=algorithm, rounds=rounds, per_round=per_round,
+                            batch=batch, lr=lr, seed=seed)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _record_loop(
+    path: Path, table: FeatureTable, model_fn: Callable[[], nn.Module], *, algorithm: str, rounds: int,
+    per_round: int, batch: int, lr: float, seed: int,
+) -> Path:
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
     model = model_fn()

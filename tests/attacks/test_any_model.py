@@ -29,10 +29,18 @@ from tests.attacks.frame_models import N_COEFS, make_frames, record_runs
 from tests.conftest import make_table
 
 
-@pytest.fixture(scope="module")
-def runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict[str, list[Path]]]:
-    root = tmp_path_factory.mktemp("frame_models")
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    # The CI machine is shared: small models run faster on one thread than on two contending ones.
+    before = torch.get_num_threads()
     torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory: pytest.TempPathFactory, one_thread) -> dict[str, dict[str, list[Path]]]:
+    root = tmp_path_factory.mktemp("frame_models")
     return {model: record_runs(root, model) for model in ("cnn", "lstm")}
 
 

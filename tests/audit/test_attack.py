@@ -137,3 +137,28 @@ def test_averaged_updates_are_scored_at_a_threshold_set_on_averaged_shadow_updat
     assert report.results["all"].asr == direct.asr
     # Without shadow runs (a public-data attack) nothing can be calibrated.
     assert averaged_threshold(attack, [], 5) == 0.5
+
+
+def test_fit_progress_reaches_an_attack_that_reports_it(recordings) -> None:
+    events: list[dict] = []
+    report = attack_target(recordings["target"][0], attack="cnn", shadows=recordings["shadows"], layers=[2, 3],
+                           options={"epochs": 1, "max_train_updates": 40}, progress=events.append)
+    assert report.layers == ["fc2", "fc3"]
+    assert [(e["layer"], e["layer_index"], e["epoch"]) for e in events] == [("fc2", 0, 0), ("fc3", 1, 0)]
+    assert all(0 < e["work_done"] <= e["work_total"] for e in events) and events[-1]["done"]
+    assert events[-1]["work_done"] == pytest.approx(events[-1]["work_total"])  # the bar ends full
+    assert {e["n_layers"] for e in events} == {2} and {e["epochs"] for e in events} == {1}
+    # an attack without a progress parameter is fitted as before
+    assert attack_target(recordings["target"][0], shadows=recordings["shadows"], progress=events.append).results
+
+
+def test_leakage_of_an_lstm_recording_has_a_row_per_layer(tmp_path: Path) -> None:
+    from tests.attacks.frame_models import record_runs
+
+    runs = record_runs(tmp_path, "lstm")
+    fitted, rows, notes = leakage_of_target(runs["target"][0], shadows=runs["shadows"], seed=0)
+    assert list(rows) == ["lstm1", "fc1", "fused"]
+    assert fitted.required_parameters()[:4] == ["lstm1.weight_ih_l0", "lstm1.weight_hh_l0", "lstm1.bias_ih_l0",
+                                                "lstm1.bias_hh_l0"]
+    assert all(r.chance == pytest.approx(0.5) and r.ci_low <= r.asr <= r.ci_high for r in rows.values())
+    assert rows["lstm1"].asr > 0.75  # measured 1.00 (seed 0): the frame mixture in weight_ih carries the offset

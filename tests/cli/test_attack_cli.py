@@ -142,3 +142,43 @@ def test_shadow_can_start_from_the_target_initial_model(demo_runs) -> None:
     other = sorted(demo_runs["shadow_dir"].glob("*.h5"))[0]
     with UpdateStore.open(demo_runs["target"]) as t, UpdateStore.open(other) as s:
         assert not (t.initial_weights()["fc1.weight"] == s.initial_weights()["fc1.weight"]).all()
+
+
+def test_leakage_of_a_conv_model_names_its_layers_and_their_type(tmp_path: Path) -> None:
+    from tests.attacks.frame_models import record_runs
+
+    runs = record_runs(tmp_path, "cnn")
+    out = tmp_path / "leakage.json"
+    res = runner.invoke(app, ["leakage", str(runs["target"][0]), *(a for p in runs["shadows"] for a in ("--shadow", str(p))),
+                              "--json", str(out)])
+    assert res.exit_code == 0, res.output
+    for label in ("1 (conv1)", "2 (conv2)", "3 (fc1)", "fused"):
+        assert label in res.output
+    assert "conv" in res.output and "linear" in res.output and "chance" in res.output
+    body = json.loads(out.read_text())
+    assert list(body) == ["conv1", "conv2", "fc1", "fused"]
+    assert all(0.0 <= body[k]["ci_low"] <= body[k]["asr"] <= body[k]["ci_high"] <= 1.0 for k in body)
+    assert not list(tmp_path.glob("*.tmp"))  # written to a temporary file, then renamed
+
+
+def test_fit_progress_shows_layer_epoch_and_eta_on_a_terminal_only() -> None:
+    import io
+
+    from rich.console import Console
+
+    from fedaudit.cli.attack import fit_progress
+
+    screen = Console(file=io.StringIO(), force_terminal=True, width=120)
+    with fit_progress("cnn", out=screen) as progress:
+        assert progress is not None
+        progress({"layer": "conv1", "layer_index": 0, "n_layers": 3, "epoch": 1, "epochs": 8, "val_uar": 0.75,
+                  "work_done": 2.0, "work_total": 24.0})
+        screen.file.flush()
+    shown = screen.file.getvalue()
+    assert "conv1 (1/3)" in shown and "epoch 2/8" in shown and "0.750" in shown
+    with fit_progress("cnn", out=screen, quiet=True) as progress:
+        assert progress is None
+    with fit_progress("cnn", out=Console(file=io.StringIO())) as progress:  # not a terminal
+        assert progress is None
+    with fit_progress("stats", out=screen) as progress:  # an attack that reports nothing
+        assert progress is None
