@@ -43,7 +43,7 @@ def target(tmp_path: Path) -> Path:
 def test_a_four_speaker_shadow_corpus_against_five_target_folds(tmp_path: Path, target: Path) -> None:
     shadow = make_table(n_speakers=4, per_speaker=8, n_features=12, seed=1)
 
-    paths = run_shadow(target, shadow, out_dir=tmp_path / "shadow", runs=5)
+    paths = run_shadow(target, shadow, out_dir=tmp_path / "shadow", runs=4)
 
     folds = []
     for path in paths:
@@ -54,7 +54,7 @@ def test_a_four_speaker_shadow_corpus_against_five_target_folds(tmp_path: Path, 
                 "chosen": "largest the shadow speakers allow, up to the target's"}
             assert len(store.client_ids) == 3  # one speaker held out of four
             folds.append(store.config["fold"])
-    assert folds == [0, 1, 2, 3, 0]
+    assert folds == [0, 1, 2, 3]
 
 
 def test_shadow_folds_can_be_given(tmp_path: Path, target: Path) -> None:

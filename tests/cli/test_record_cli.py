@@ -101,20 +101,20 @@ def test_version_and_help() -> None:
                                               ("dnn", "fc1.weight")])
 def test_record_frame_models_on_the_demo_frames(tmp_path: Path, model: str, first: str) -> None:
     out = tmp_path / f"{model}.h5"
-    res = _run("record", "--corpus", "demo-private", "--feature-set", "mfcc-frames", "--frames", "120",
-               "--model", model, "--algorithm", "fedavg", "--rounds", "2", "--client-fraction", "0.07",
+    res = _run("record", "--corpus", "demo-private", "--feature-set", "mfcc-frames", "--frames", "60",
+               "--model", model, "--algorithm", "fedavg", "--rounds", "2", "--client-fraction", "0.05",
                "--out", str(out))
     assert res.exit_code == 0, res.output
-    assert "120 frames x 13 mfcc-frames features" in res.output and "test macro precision / recall / F1" in res.output
+    assert "60 frames x 13 mfcc-frames features" in res.output and "test macro precision / recall / F1" in res.output
     with UpdateStore.open(out) as store:
         assert store.complete and store.rounds_completed == 2
-        assert store.config["model"] == model and store.config["data"]["frame_shape"] == [120, 13]
-        assert store.config["data"]["feature_set"] == "mfcc-frames" and store.config["data"]["n_features"] == 1560
+        assert store.config["model"] == model and store.config["data"]["frame_shape"] == [60, 13]
+        assert store.config["data"]["feature_set"] == "mfcc-frames" and store.config["data"]["n_features"] == 780
         assert store.parameter_names[0] == first
         assert np.isfinite(store.metrics()["test_f1"]).all()
         assert set(store.result["test_per_class"]) == {"neutral", "happy", "sad", "angry"}
     res = _run("inspect", str(out))
-    assert res.exit_code == 0 and "per emotion" in res.output and "120 frames x 13" in res.output
+    assert res.exit_code == 0 and "per emotion" in res.output and "60 frames x 13" in res.output
 
 
 def test_record_mlp_width_from_the_command_line(tmp_path: Path) -> None:
