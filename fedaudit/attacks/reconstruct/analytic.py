@@ -99,6 +99,8 @@ _NULL_TOL = 1e-8
 _OVERSAMPLE = 8
 #: An update is exact (float32 rounding only) when its k+1-th singular value is below this share of the first.
 _EXACT_FLOOR = 1e-6
+#: The same for the float32 two-column sketch of a one-sample update (its rounding is coarser).
+_SKETCH_FLOOR = 1e-4
 #: Share of the live rows a first-layer hyperplane must hold to be certified (no second layer).
 _TRIM = 0.25
 #: Vertex walks stop pivoting at a vertex holding this many zeros beyond k - 1.
@@ -256,7 +258,8 @@ def _null_of_rows(u: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, np.ndarr
     The second value is the smallest over the second smallest eigenvalue of the rows' Gram matrix:
     near 0 when the rows have a one-dimensional null space.
     """
-    gram = np.einsum("ghk,gmh,ghl->gmkl", u, mask.astype(u.dtype), u, optimize=True)
+    masked = mask[..., None] * u[:, None, :, :]  # (g, m, H, k)
+    gram = np.matmul(np.swapaxes(masked, 2, 3), u[:, None, :, :])
     lam, vec = np.linalg.eigh(gram)
     ratio = lam[..., 0] / np.maximum(lam[..., 1], 1e-300)
     return vec[..., 0], ratio
@@ -271,7 +274,7 @@ def _interior(v: np.ndarray, live: np.ndarray, iters: int = 200) -> np.ndarray:
     c = np.einsum("ghk,gh->gk", v, live.astype(v.dtype))
     c /= np.maximum(np.linalg.norm(c, axis=1, keepdims=True), 1e-300)
     for _ in range(iters):
-        w = np.einsum("ghk,gk->gh", v, c) / vn
+        w = np.matmul(v, c[:, :, None])[:, :, 0] / vn
         scale = np.abs(np.where(live, w, 0.0)).sum(axis=1) / np.maximum(live.sum(axis=1), 1)
         lowest = np.where(live, w, np.inf).min(axis=1)
         todo = lowest <= 1e-3 * scale
@@ -279,7 +282,7 @@ def _interior(v: np.ndarray, live: np.ndarray, iters: int = 200) -> np.ndarray:
             break
         tau = np.maximum(0.1 * scale, 1e-300)[:, None]
         push = np.where(live, np.exp(-np.clip(w / tau, -50.0, 50.0)), 0.0) / vn
-        step = np.einsum("ghk,gh->gk", v, push)
+        step = np.matmul(push[:, None, :], v)[:, 0, :]
         step /= np.maximum(np.linalg.norm(step, axis=1, keepdims=True), 1e-300)
         c = np.where(todo[:, None], c + 0.5 * tau * step, c)
         c /= np.maximum(np.linalg.norm(c, axis=1, keepdims=True), 1e-300)
@@ -317,7 +320,7 @@ def _vertex_walks(
     for _ in range(6 * k):
         moving = (nb < k - 1) & ~done
         if moving.any():
-            d = np.einsum("gmkl,gml->gmk", p, r)
+            d = np.matmul(p, r[..., None])[..., 0]
             dn = np.linalg.norm(d, axis=2)
             d /= np.maximum(dn, 1e-300)[:, :, None]
             vd = np.matmul(d, vt)
@@ -332,7 +335,7 @@ def _vertex_walks(
             c += ts[:, :, None] * d
             vc += ts[:, :, None] * vd
             vi = v[gi, i]  # (g, m, k)
-            u = np.einsum("gmkl,gml->gmk", p, vi)
+            u = np.matmul(p, vi[..., None])[..., 0]
             un = np.linalg.norm(u, axis=2)
             defl = blocked & (un > 1e-7 * vn[gi, i])
             u /= np.maximum(un, 1e-300)[:, :, None]
@@ -493,8 +496,8 @@ def separate_inputs(
     *,
     max_inputs: int | Sequence[int] | np.ndarray,
     next_weight: np.ndarray | None = None,
-    walks: int = 3,
-    rounds: int = 2,
+    walks: int = 1,
+    rounds: int = 8,
     starts: int = 48,
     iterations: int = 40,
     margin: int = 3,
@@ -544,8 +547,17 @@ def separate_inputs(
     >>> sep.n_inputs, bool(np.allclose(sep.features, x, atol=1e-5))
     (1, True)
     """
-    a, single = _as_stack(weight, bias)
-    n, h, d1 = a.shape
+    weight = np.asarray(weight)
+    bias = np.asarray(bias)
+    single = weight.ndim == 2
+    if single:
+        weight, bias = weight[None], bias[None]
+    if weight.ndim != 3 or bias.shape != weight.shape[:2]:
+        raise InvalidParameterError(
+            f"separate_inputs needs weight updates (n, out, in) and bias updates (n, out); "
+            f"got shapes {weight.shape} and {bias.shape}."
+        )
+    n, h, d1 = weight.shape[0], weight.shape[1], weight.shape[2] + 1
     caps = np.broadcast_to(np.asarray(max_inputs, dtype=np.int64), (n,)).copy()
     if np.any(caps < 1):
         raise InvalidParameterError(f"The 'max_inputs' of separate_inputs must be >= 1; got {int(caps.min())}.")
@@ -569,6 +581,48 @@ def separate_inputs(
     ids = np.arange(n) if ids is None else np.asarray(ids, dtype=np.int64)
     if ids.shape != (n,):
         raise InvalidParameterError(f"separate_inputs needs one id per update ({n}); got {ids.shape}.")
+    results: list[Separation | None] = [None] * n
+    one = np.flatnonzero(caps == 1)
+    if one.size:
+        for i, sep in zip(one, _one_sample(weight[one] if one.size < n else weight, bias[one] if one.size < n else bias),
+                          strict=True):
+            results[i] = sep
+    many = np.flatnonzero(caps > 1)
+    if many.size:
+        sub = (lambda x: x) if many.size == n else (lambda x: x[many])  # noqa: E731
+        for i, sep in zip(many, _many_samples(
+            _as_stack(sub(weight), sub(bias))[0], caps[many], None if nxt is None else sub(nxt), walks=walks,
+            rounds=rounds, starts=starts, iterations=iterations, margin=margin, seed=seed, ids=ids[many],
+        ), strict=True):
+            results[i] = sep
+    out = [r for r in results if r is not None]
+    return out[0] if single else out
+
+
+def _one_sample(weight: np.ndarray, bias: np.ndarray) -> list[Separation]:
+    """One-sample updates: the inversion vector, exact when ``[dW | db]`` is rank one."""
+    v = inversion_vector(weight, bias)
+    # rank one or not: the two singular values of a two-column sketch of [dW | db]
+    omega = np.random.default_rng([0, 4]).standard_normal((weight.shape[2] + 1, 2)).astype(np.float32)
+    y = (np.matmul(weight.astype(np.float32, copy=False), omega[:-1]) + bias[:, :, None] * omega[-1]).astype(np.float64)
+    sv = np.linalg.svd(y, compute_uv=False)
+    floor = sv[:, 1] / np.maximum(sv[:, 0], 1e-300)
+    exact = floor < _SKETCH_FLOOR
+    return [
+        Separation(
+            features=v[j : j + 1], weights=np.ones(1), exact=np.array([bool(exact[j])]), rank=1 if exact[j] else 2,
+            n_clusters=0, n_cluster_rows=0, n_certified=int(exact[j]), noise_floor=float(floor[j]),
+        )
+        for j in range(len(v))
+    ]
+
+
+def _many_samples(
+    a: np.ndarray, caps: np.ndarray, nxt: np.ndarray | None, *, walks: int, rounds: int, starts: int,
+    iterations: int, margin: int, seed: int, ids: np.ndarray,
+) -> list[Separation]:
+    """Updates of more than one sample (``a`` = ``[dW | db]``, (n, H, d + 1))."""
+    n, h, d1 = a.shape
     rng = np.random.default_rng([seed, 0])
     row_norm = np.sqrt(np.einsum("nhd,nhd->nh", a, a, dtype=np.float64))
     live = row_norm > _LIVE_TOL * np.maximum(row_norm.max(axis=1, keepdims=True), 1e-300)
@@ -588,7 +642,7 @@ def separate_inputs(
         live[noisy] &= row_norm[noisy] > 3.0 * sigma[:, None] * np.sqrt(d1)
         un, sn = _power(a[noisy], un, live[noisy])
         u[noisy], s[noisy] = un, sn
-    results: list[Separation | None] = [None] * n
+    results: list[Separation] = [None] * n  # type: ignore[list-item]
     for k in np.unique(k_all).tolist():
         idx = np.flatnonzero(k_all == k)
         floor = np.where(k < width, s[idx, min(k, width - 1)], 0.0) / np.maximum(s[idx, 0], 1e-300)
@@ -601,8 +655,10 @@ def separate_inputs(
                     n_certified=int(k == 1 and not noisy[i]), noise_floor=float(floor[j]),
                 )
             continue
+        whole = idx.size == n
         results_k = _separate_group(
-            a[idx], u[idx, :, :k], live[idx], None if nxt is None else nxt[idx], exact_rank=~noisy[idx],
+            a if whole else a[idx], u[:, :, :k] if whole else u[idx, :, :k], live if whole else live[idx],
+            None if nxt is None else (nxt if whole else nxt[idx]), exact_rank=~noisy[idx],
             floor=floor, walks=walks, rounds=rounds, starts=starts, iterations=iterations, margin=margin, seed=seed,
             ids=ids[idx],
         )
@@ -613,8 +669,7 @@ def separate_inputs(
                 n_clusters=sep["n_clusters"], n_cluster_rows=sep["n_cluster_rows"], n_certified=sep["n_certified"],
                 noise_floor=float(floor[j]), second_layer=sep["second_layer"],
             )
-    out = [r for r in results if r is not None]
-    return out[0] if single else out
+    return results
 
 
 def _separate_group(
@@ -770,7 +825,7 @@ class AnalyticInputs(ReconstructionMethod):
         count, divided by the local epochs for pseudo-gradients).
     second_layer
         Read the second layer's update for the supports when the architecture allows it.
-    walks, starts, iterations, margin, seed
+    walks, rounds, starts, iterations, margin, seed
         As for :func:`separate_inputs`.
     chunk
         Updates separated together (the work is batched over them).
@@ -797,12 +852,13 @@ class AnalyticInputs(ReconstructionMethod):
     produces: ClassVar[frozenset[str]] = frozenset({"features"})
 
     def __init__(
-        self, *, max_inputs: int | None = None, second_layer: bool = True, walks: int = 3, starts: int = 48,
-        iterations: int = 40, margin: int = 3, chunk: int = 32, seed: int = 0,
+        self, *, max_inputs: int | None = None, second_layer: bool = True, walks: int = 1, rounds: int = 8,
+        starts: int = 48, iterations: int = 40, margin: int = 3, chunk: int = 32, seed: int = 0,
     ) -> None:
         self.max_inputs = max_inputs
         self.second_layer = second_layer
         self.walks = walks
+        self.rounds = rounds
         self.starts = starts
         self.iterations = iterations
         self.margin = margin
@@ -811,7 +867,7 @@ class AnalyticInputs(ReconstructionMethod):
 
     def prepare(self, context: ReconstructionContext) -> AnalyticInputs:
         for name, value, lo in (
-            ("walks", self.walks, 0), ("starts", self.starts, 1), ("iterations", self.iterations, 0),
+            ("walks", self.walks, 0), ("rounds", self.rounds, 0), ("starts", self.starts, 1), ("iterations", self.iterations, 0),
             ("margin", self.margin, 1), ("chunk", self.chunk, 1), ("seed", self.seed, 0),
         ):
             if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < lo:
@@ -870,7 +926,7 @@ class AnalyticInputs(ReconstructionMethod):
                 nxt = np.stack([np.asarray(batch[j].arrays[n_name]) for j in members])
             out = separate_inputs(
                 weight, bias, max_inputs=[self.distinct_inputs(batch[j]) for j in members], next_weight=nxt,
-                walks=self.walks, starts=self.starts, iterations=self.iterations, margin=self.margin,
+                walks=self.walks, rounds=self.rounds, starts=self.starts, iterations=self.iterations, margin=self.margin,
                 seed=self.seed, ids=[batch[j].row for j in members],
             )
             for j, sep in zip(members, out, strict=True):
