@@ -15,6 +15,8 @@ from fedaudit.attacks.reconstruct.base import (
 )
 from fedaudit.attacks.reconstruct.labels import LabelCounts, label_counts  # noqa: F401 - registers "labels"
 from fedaudit.attacks.reconstruct.analytic import AnalyticInputs, separate_inputs  # noqa: F401 - registers "analytic"
+from fedaudit.attacks.reconstruct.optimize import GradientMatching  # noqa: F401 - registers "optimize"
+from fedaudit.attacks.reconstruct.model_inversion import ModelInversion, invert_model  # noqa: F401 - registers "model"
 
 __all__ = [
     "ObservedUpdate",
