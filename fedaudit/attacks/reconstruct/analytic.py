@@ -584,8 +584,9 @@ def separate_inputs(
     results: list[Separation | None] = [None] * n
     one = np.flatnonzero(caps == 1)
     if one.size:
-        for i, sep in zip(one, _one_sample(weight[one] if one.size < n else weight, bias[one] if one.size < n else bias),
-                          strict=True):
+        whole = one.size == n
+        seps = _one_sample(weight if whole else weight[one], bias if whole else bias[one])
+        for i, sep in zip(one, seps, strict=True):
             results[i] = sep
     many = np.flatnonzero(caps > 1)
     if many.size:
@@ -867,8 +868,9 @@ class AnalyticInputs(ReconstructionMethod):
 
     def prepare(self, context: ReconstructionContext) -> AnalyticInputs:
         for name, value, lo in (
-            ("walks", self.walks, 0), ("rounds", self.rounds, 0), ("starts", self.starts, 1), ("iterations", self.iterations, 0),
-            ("margin", self.margin, 1), ("chunk", self.chunk, 1), ("seed", self.seed, 0),
+            ("walks", self.walks, 0), ("rounds", self.rounds, 0), ("starts", self.starts, 1),
+            ("iterations", self.iterations, 0), ("margin", self.margin, 1), ("chunk", self.chunk, 1),
+            ("seed", self.seed, 0),
         ):
             if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < lo:
                 raise InvalidParameterError(
@@ -926,8 +928,8 @@ class AnalyticInputs(ReconstructionMethod):
                 nxt = np.stack([np.asarray(batch[j].arrays[n_name]) for j in members])
             out = separate_inputs(
                 weight, bias, max_inputs=[self.distinct_inputs(batch[j]) for j in members], next_weight=nxt,
-                walks=self.walks, rounds=self.rounds, starts=self.starts, iterations=self.iterations, margin=self.margin,
-                seed=self.seed, ids=[batch[j].row for j in members],
+                walks=self.walks, rounds=self.rounds, starts=self.starts, iterations=self.iterations,
+                margin=self.margin, seed=self.seed, ids=[batch[j].row for j in members],
             )
             for j, sep in zip(members, out, strict=True):
                 seps[j] = sep
