@@ -105,6 +105,8 @@ _SKETCH_FLOOR = 1e-4
 _TRIM = 0.25
 #: Vertex walks stop pivoting at a vertex holding this many zeros beyond k - 1.
 _DEGENERATE = 4
+#: A certified null vector must survive leaving out any one of its zero rows (leverage below this).
+_MAX_LEVERAGE = 0.99
 
 
 @dataclass(frozen=True, kw_only=True, eq=False)
@@ -252,17 +254,25 @@ def _clusters(u: np.ndarray, live: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return first, size
 
 
-def _null_of_rows(u: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def _null_of_rows(
+    u: np.ndarray, mask: np.ndarray, *, leverage: bool = False
+) -> tuple[np.ndarray, np.ndarray] | tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Null vectors of the rows ``mask`` (g, m, H) of ``u`` (g, H, k): unit vectors (g, m, k), and how exact.
 
     The second value is the smallest over the second smallest eigenvalue of the rows' Gram matrix:
-    near 0 when the rows have a one-dimensional null space.
+    near 0 when the rows have a one-dimensional null space. With ``leverage``, the third is the
+    largest leverage of a row in its row space (g, m): 1 when leaving that one row out would
+    leave a larger null space, i.e. the null vector hangs on that single row.
     """
     masked = mask[..., None] * u[:, None, :, :]  # (g, m, H, k)
     gram = np.matmul(np.swapaxes(masked, 2, 3), u[:, None, :, :])
     lam, vec = np.linalg.eigh(gram)
     ratio = lam[..., 0] / np.maximum(lam[..., 1], 1e-300)
-    return vec[..., 0], ratio
+    if not leverage:
+        return vec[..., 0], ratio
+    proj = np.matmul(masked, vec[..., 1:])  # (g, m, H, k-1): the rows in the row space's eigenbasis
+    lev = (proj**2 / np.maximum(lam[..., None, 1:], 1e-300)).sum(axis=3)
+    return vec[..., 0], ratio, lev.max(axis=2)
 
 
 # -- candidates from the second layer: vertices of the non-negative cone ------------------------------------------
@@ -390,10 +400,11 @@ def _second_layer_candidates(
     c, w = _vertex_walks(v, live, distinct, objectives)  # (g, m, k), (g, m, H)
     peak = np.maximum(np.abs(w).max(axis=2, keepdims=True), 1e-300)
     zset = (w <= zero_tol[:, None, None] * peak) & live[:, None, :]
-    q, ratio = _null_of_rows(u, zset)
+    q, ratio, lev = _null_of_rows(u, zset, leverage=True)
     n_zero = (zset & distinct[:, None, :]).sum(axis=2)
-    # certified: the first layer's rows where h_b vanishes (many more than k - 1 distinct ones) leave one direction
-    certified = (ratio < _NULL_TOL) & (n_zero >= _min_zeros(u.shape[2]))
+    # certified: the first layer's rows where h_b vanishes (many more than k - 1 distinct ones) leave one
+    # direction, and no single row decides it (a face of two h's plus one stray row has a row of leverage 1)
+    certified = (ratio < _NULL_TOL) & (n_zero >= _min_zeros(u.shape[2])) & (lev < _MAX_LEVERAGE)
     return q, certified, n_zero, c, ratio
 
 
@@ -923,11 +934,12 @@ class AnalyticInputs(ReconstructionMethod):
         for members in by_shape.values():
             weight = np.stack([np.asarray(batch[j].arrays[w_name]) for j in members])
             bias = np.stack([np.asarray(batch[j].arrays[b_name]) for j in members])
+            caps = [self.distinct_inputs(batch[j]) for j in members]
             nxt = None
-            if n_name is not None and all(n_name in batch[j].arrays for j in members):
+            if n_name is not None and max(caps) > 1 and all(n_name in batch[j].arrays for j in members):
                 nxt = np.stack([np.asarray(batch[j].arrays[n_name]) for j in members])
             out = separate_inputs(
-                weight, bias, max_inputs=[self.distinct_inputs(batch[j]) for j in members], next_weight=nxt,
+                weight, bias, max_inputs=caps, next_weight=nxt,
                 walks=self.walks, rounds=self.rounds, starts=self.starts, iterations=self.iterations,
                 margin=self.margin, seed=self.seed, ids=[batch[j].row for j in members],
             )

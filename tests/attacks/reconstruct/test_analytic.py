@@ -22,7 +22,9 @@ def one_thread():
     torch.set_num_threads(before)
 
 
-def _gradient(x: np.ndarray, y: np.ndarray, *, seed: int, hidden=(256, 128), train: bool = True) -> dict[str, np.ndarray]:
+def _gradient(
+    x: np.ndarray, y: np.ndarray, *, seed: int, hidden=(256, 128), train: bool = True
+) -> dict[str, np.ndarray]:
     """Autograd gradient of the mean cross-entropy of a batch through the simulator's MLP."""
     torch.manual_seed(seed)
     model = MLP(x.shape[1], hidden=hidden)
@@ -42,7 +44,9 @@ def _context(d: int = 988, hidden=(256, 128)) -> ReconstructionContext:
     return ReconstructionContext(config={"model": "mlp", "local_epochs": 1}, parameter_shapes=shapes)
 
 
-def _update(grads: dict[str, np.ndarray], *, row: int, n: int, kind: str = "gradient", steps: int = 1) -> ObservedUpdate:
+def _update(
+    grads: dict[str, np.ndarray], *, row: int, n: int, kind: str = "gradient", steps: int = 1
+) -> ObservedUpdate:
     return ObservedUpdate(
         row=row, client_id=row % 3, server_round=row, kind=kind, arrays=grads, num_samples=n, local_steps=steps,
         lr=0.1,
@@ -146,7 +150,9 @@ def _noisy_cosines(batch: int, sigmas: list[float], n_updates: int) -> np.ndarra
     out = np.zeros((n_updates, len(sigmas)))
     for j, mult in enumerate(sigmas):
         noisy = {n: stacks[n] + mult * scale * noise[n] for n in names}
-        seps = separate_inputs(noisy["fc1.weight"], noisy["fc1.bias"], max_inputs=batch, next_weight=noisy["fc2.weight"])
+        seps = separate_inputs(
+            noisy["fc1.weight"], noisy["fc1.bias"], max_inputs=batch, next_weight=noisy["fc2.weight"]
+        )
         out[:, j] = [match_vectors(sep.features, x).cosine.mean() for sep, x in zip(seps, xs, strict=True)]
     return out
 

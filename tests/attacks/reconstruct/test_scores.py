@@ -98,7 +98,9 @@ def test_errors_under_per_speaker_normalisation_use_each_speakers_scale():
     z = (x - mean) / std
     np.testing.assert_allclose(z[:, 0], [-1, 1, -1, 1])  # each speaker's F0 std is 10 Hz
     recovered = z + np.array([0.5, 0.0, 0.0])
-    errs = feature_errors(recovered, z, names=names, std=std, spread=speaker_spread(x, speakers), normalization="speaker")
+    errs = feature_errors(
+        recovered, z, names=names, std=std, spread=speaker_spread(x, speakers), normalization="speaker"
+    )
     assert errs.by_name("F0_sma_amean").median == pytest.approx(5.0)  # 0.5 * 10 Hz
     assert errs.normalization == "speaker"
 
@@ -168,6 +170,7 @@ def test_label_count_recovery():
     assert score.exact_rate == pytest.approx(2 / 3)
     assert score.mae == pytest.approx((0 + 1.0 + 0) / 3)
     assert score.baseline_exact_rate == pytest.approx(1 / 3)  # the even split is right for the first only
-    assert score.baseline_mae == pytest.approx(np.abs(np.array([[5, 5, 5, 5], [5, 5, 5, 5], [3, 3, 2, 2]]) - true).mean())
+    even = np.array([[5, 5, 5, 5], [5, 5, 5, 5], [3, 3, 2, 2]])
+    assert score.baseline_mae == pytest.approx(np.abs(even - true).mean())
     with pytest.raises(InvalidParameterError, match="one shape"):
         count_score(est[:, :3], true)
