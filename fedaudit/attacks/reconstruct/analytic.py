@@ -300,7 +300,7 @@ def _interior(v: np.ndarray, live: np.ndarray, iters: int = 200) -> np.ndarray:
 
 
 def _vertex_walks(
-    v: np.ndarray, live: np.ndarray, distinct: np.ndarray, r: np.ndarray
+    v: np.ndarray, live: np.ndarray, distinct: np.ndarray, r: np.ndarray, tol: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray]:
     """Vertices ``c`` (g, m, k) of ``{v c >= 0, sum(v c) = 1}`` and ``v c``, by walks with objectives ``r`` (g, m, k).
 
@@ -321,7 +321,7 @@ def _vertex_walks(
     r = r - np.einsum("gmk,gk->gm", r, s)[:, :, None] * s[:, None, :] / ss[:, None, None]
     vt = np.swapaxes(v, 1, 2)
     vc = np.matmul(c, vt)  # (g, m, H)
-    vn = np.linalg.norm(v, axis=2) + 1e-300  # (g, H)
+    vn = (np.linalg.norm(v, axis=2) + 1e-300) * tol[:, None]  # (g, H): row norms times the zero tolerance
     block_ok = live[:, None, :]
     basis = np.zeros((g, m, max(k - 1, 1)), dtype=np.int64)
     nb = np.zeros((g, m), dtype=np.int64)
@@ -334,7 +334,7 @@ def _vertex_walks(
             dn = np.linalg.norm(d, axis=2)
             d /= np.maximum(dn, 1e-300)[:, :, None]
             vd = np.matmul(d, vt)
-            ok = (vd < -1e-6 * vn[:, None, :]) & (vc >= -1e-6 * vn[:, None, :]) & block_ok
+            ok = (vd < -vn[:, None, :]) & (vc >= -vn[:, None, :]) & block_ok
             with np.errstate(divide="ignore", invalid="ignore"):
                 t = np.where(ok, np.maximum(vc, 0.0) / -vd, np.inf)
             i = np.argmin(t, axis=2)
@@ -347,7 +347,7 @@ def _vertex_walks(
             vi = v[gi, i]  # (g, m, k)
             u = np.matmul(p, vi[..., None])[..., 0]
             un = np.linalg.norm(u, axis=2)
-            defl = blocked & (un > 1e-7 * vn[gi, i])
+            defl = blocked & (un > 0.1 * vn[gi, i])
             u /= np.maximum(un, 1e-300)[:, :, None]
             p -= np.where(defl[:, :, None, None], u[:, :, :, None] * u[:, :, None, :], 0.0)
             gd, md = np.nonzero(defl)
@@ -355,7 +355,7 @@ def _vertex_walks(
             nb += defl
         at_vertex = (nb >= k - 1) & ~done
         if at_vertex.any():
-            zeros = ((vc <= 1e-6 * vn[:, None, :]) & distinct[:, None, :]).sum(axis=2)
+            zeros = ((vc <= vn[:, None, :]) & distinct[:, None, :]).sum(axis=2)
             done |= at_vertex & (zeros >= _min_zeros(k))
             gp, mp = np.nonzero(at_vertex & ~done)
             if gp.size:
@@ -397,14 +397,15 @@ def _second_layer_candidates(
     vertices ``c`` (g, m, k) in the coordinates of ``v``, and how exact each null vector is (g, m;
     smaller is better).
     """
-    c, w = _vertex_walks(v, live, distinct, objectives)  # (g, m, k), (g, m, H)
+    c, w = _vertex_walks(v, live, distinct, objectives, zero_tol)  # (g, m, k), (g, m, H)
     peak = np.maximum(np.abs(w).max(axis=2, keepdims=True), 1e-300)
     zset = (w <= zero_tol[:, None, None] * peak) & live[:, None, :]
     q, ratio, lev = _null_of_rows(u, zset, leverage=True)
     n_zero = (zset & distinct[:, None, :]).sum(axis=2)
     # certified: the first layer's rows where h_b vanishes (many more than k - 1 distinct ones) leave one
     # direction, and no single row decides it (a face of two h's plus one stray row has a row of leverage 1)
-    certified = (ratio < _NULL_TOL) & (n_zero >= _min_zeros(u.shape[2])) & (lev < _MAX_LEVERAGE)
+    null_tol = _NULL_TOL * (zero_tol / 1e-6) ** 2  # eigenvalues scale with the square of the rounding
+    certified = (ratio < null_tol[:, None]) & (n_zero >= _min_zeros(u.shape[2])) & (lev < _MAX_LEVERAGE)
     return q, certified, n_zero, c, ratio
 
 
@@ -708,7 +709,8 @@ def _separate_group(
             v2 = v_all[sel, :, :k]
             rngs = [np.random.default_rng([seed, 3, int(i)]) for i in ids[sel]]
             objectives = np.stack([r.standard_normal((walks * k, k)) for r in rngs])
-            zero_tol = np.maximum(1e-6, 10.0 * floor[sel])
+            # zeros are exact up to the update's rounding: about 8 x the noise floor per entry, tolerated 10-fold
+            zero_tol = np.maximum(1e-6, 100.0 * floor[sel])
             q2, cert2, zeros2, c2, ratio2 = _second_layer_candidates(
                 u[sel], v2, live[sel], rep[sel], objectives, zero_tol
             )
