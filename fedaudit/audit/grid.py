@@ -41,12 +41,12 @@ __all__ = [
 ]
 
 AUDIT_SCHEMA = "fedaudit.audit_results"
-AUDIT_SCHEMA_VERSION = "1.0.0"
+AUDIT_SCHEMA_VERSION = "1.1.0"
 
 #: Defenses whose recorded updates are what a key holder decrypts, not what the server sees.
 _KEY_HOLDER_VIEW = frozenset({"sefl"})
 #: Attacks fitted on shadow recordings (the others need public features only).
-_SHADOW_ATTACKS = frozenset({"stats", "cnn"})
+_SHADOW_ATTACKS = frozenset({"stats", "cnn", "label-only"})
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -136,6 +136,12 @@ class AuditConfig:
     #: Refits of each shadow-trained attack on gender-free relabellings of the shadow speakers (the
     #: permutation test; 0 skips it). Off by default: each refit costs one attack fit (docs/audit.md).
     permutations: int = 0
+    #: Reconstruction methods run on every target recording (``fedaudit invert``; docs/inversion.md), e.g.
+    #: ``["labels", "analytic"]``; none by default. Methods that need the round's global weights do not apply
+    #: (audit recordings do not store them).
+    inversion: tuple[str, ...] = ()
+    #: Updates reconstructed per client by each inversion method, spread across the run.
+    inversion_updates: int = 2
     settings: tuple[Setting, ...] = field(default_factory=_default_settings)
 
     def __post_init__(self) -> None:
@@ -145,7 +151,7 @@ class AuditConfig:
             raise InvalidParameterError(f"Setting ids must be unique; {dupes} appear more than once.")
         if not self.settings:
             raise InvalidParameterError("The audit has no settings; add at least one [[settings]] table.")
-        for name in ("rounds", "shadow_runs", "repeats"):
+        for name in ("rounds", "shadow_runs", "repeats", "inversion_updates"):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise InvalidParameterError(f"The audit's {name!r} must be an integer >= 1. Got {value!r}.")
@@ -168,6 +174,8 @@ class AuditConfig:
 
     def to_dict(self) -> dict[str, Any]:
         out = asdict(self)
+        if not self.inversion:  # an audit without inversion keeps the configuration hash it had before the key
+            del out["inversion"], out["inversion_updates"]
         out["settings"] = [{k: v for k, v in asdict(s).items() if v not in (None, (), {})} | {"id": s.id}
                            for s in self.settings]
         return out
@@ -197,7 +205,7 @@ def load_audit_config(path: str | os.PathLike[str] | None = None, **overrides: A
     for key, value in data.items():
         if key == "settings":
             kwargs[key] = tuple(_setting(s, i) for i, s in enumerate(value))
-        elif key in ("private_corpora", "shadow_corpora", "public_corpora", "attacks", "n_updates"):
+        elif key in ("private_corpora", "shadow_corpora", "public_corpora", "attacks", "n_updates", "inversion"):
             kwargs[key] = tuple(value) if isinstance(value, (list, tuple)) else (value,)
         else:
             kwargs[key] = value
@@ -273,6 +281,7 @@ def plan_audit(config: AuditConfig) -> AuditPlan:
     """Every task of the grid, deduplicated by content key (shared shadow runs are computed once)."""
     from fedaudit.audit.shadow import shadow_config
 
+    _check_inversion(config)
     recordings: dict[str, Task] = {}
     attacks: dict[str, Task] = {}
     cells = []
@@ -331,6 +340,69 @@ def plan_audit(config: AuditConfig) -> AuditPlan:
         cells.append({"setting": setting, "target": target_key, "attacks": cell_attacks})
     return AuditPlan(config=config, recordings=list(recordings.values()), attacks=list(attacks.values()),
                      cells=cells)
+
+
+def _check_inversion(config: AuditConfig) -> None:
+    """Refuse, at plan time, an inversion method that is unknown or cannot read an audit recording."""
+    if not config.inversion:
+        return
+    from fedaudit.audit.invert import load_methods
+
+    methods = load_methods()
+    for name in config.inversion:
+        if name not in methods:
+            raise InvalidParameterError(
+                f"Unknown inversion method {name!r} in the audit's 'inversion'; choose from {sorted(methods)}."
+            )
+        if methods[name].needs_globals:
+            usable = sorted(n for n, c in methods.items() if not c.needs_globals)
+            raise InvalidParameterError(
+                f"The inversion method {name!r} needs the rounds' global weights, which audit recordings do not "
+                f"store; choose from {usable}, or run `fedaudit invert` on a recording made with --store-globals."
+            )
+
+
+def _run_inversions(plan: AuditPlan, done: Mapping[str, dict[str, Any]], cache: ResultCache,
+                    progress: ProgressFn | None) -> dict[tuple[str, str], dict[str, Any]]:
+    """Each inversion method on each target recording, in this process, cached like the tasks."""
+    cfg = plan.config
+    out: dict[tuple[str, str], dict[str, Any]] = {}
+    if not cfg.inversion:
+        return out
+    from fedaudit.audit.invert import invert_recording, select_updates
+    from fedaudit.record import UpdateStore
+    from fedaudit.settings import Settings
+
+    emit = progress or (lambda event, data: None)
+    roots = [cfg.data_roots[c] for c in cfg.private_corpora if c in cfg.data_roots]
+    public_roots = [cfg.data_roots[c] for c in cfg.public_corpora if c in cfg.data_roots]
+    for cell in plan.cells:
+        target = cell["target"]
+        for name in cfg.inversion:
+            key = content_key({"inversion": name, "target": target, "updates_per_client": cfg.inversion_updates,
+                               "public_corpora": list(cfg.public_corpora), "seed": cfg.seed})
+            if (target, name) in out:
+                continue
+            cached = cache.get("inversions", key)
+            if cached is None:
+                label = f"{cell['setting'].id}: {name} inversion"
+                with UpdateStore.open(done[target]["path"], verify=False) as store:
+                    total = len(select_updates(store, per_client=cfg.inversion_updates, seed=cfg.seed))
+                emit("start", {"key": key, "label": label, "total": total})
+
+                def tick(completed: int, total: int, key: str = key) -> None:
+                    emit("advance", {"key": key, "completed": completed, "total": total})
+
+                path = cache.path("inversions", key, ".h5")
+                path.parent.mkdir(parents=True, exist_ok=True)
+                result = invert_recording(
+                    done[target]["path"], method=name, max_updates_per_client=cfg.inversion_updates, seed=cfg.seed,
+                    roots=roots, cache_dir=Settings().cache_dir, public_corpora=list(cfg.public_corpora),
+                    public_roots=public_roots, out=path, force=True, progress=tick,
+                )
+                cached = cache.put("inversions", key, result.summary())
+            out[(target, name)] = cached
+    return out
 
 
 def estimate_bytes(plan: AuditPlan) -> dict[str, int]:
@@ -418,8 +490,9 @@ def run_audit(
     cache = ResultCache(out / "cache")
     t0 = time.perf_counter()
     done = run_tasks(plan, cache, executor=executor, jobs=jobs, address=address, progress=progress)
+    inversions = _run_inversions(plan, done, cache, progress)
     results = _assemble(plan, done, config_hash=config_hash, versions=library_versions(),
-                        wall_seconds=time.perf_counter() - t0, out=out, command=command)
+                        wall_seconds=time.perf_counter() - t0, out=out, command=command, inversions=inversions)
     tmp = results_path.with_suffix(".json.tmp")
     import json
 
@@ -447,7 +520,8 @@ def _nan_to_none(value: Any) -> Any:
 
 
 def _assemble(plan: AuditPlan, done: Mapping[str, dict[str, Any]], *, config_hash: str, versions: Mapping[str, str],
-              wall_seconds: float, out: Path, command: str | None) -> dict[str, Any]:
+              wall_seconds: float, out: Path, command: str | None,
+              inversions: Mapping[tuple[str, str], dict[str, Any]] | None = None) -> dict[str, Any]:
     cfg = plan.config
     synthetic = any(c.startswith("demo-") for c in (*cfg.private_corpora, *cfg.shadow_corpora))
     cells = []
@@ -484,6 +558,8 @@ def _assemble(plan: AuditPlan, done: Mapping[str, dict[str, Any]], *, config_has
             "utility": target["utility"], "privacy": target["privacy"], "cost": target["cost"],
             "recording": str(Path(target["path"]).relative_to(out)) if target.get("path") else None,
             "attacks": attacks, "warnings": warnings,
+            **({"inversions": [(inversions or {})[(cell["target"], name)] for name in cfg.inversion]}
+               if cfg.inversion else {}),
         }))
     commands = [command or "fedaudit audit --out " + str(out), f"fedaudit report {out} --out {out / 'report'}"]
     return {

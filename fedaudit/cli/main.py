@@ -8,6 +8,7 @@ from fedaudit._version import __version__
 from fedaudit.cli.attack import attack
 from fedaudit.cli.audit import audit
 from fedaudit.cli.inspect_cmd import inspect
+from fedaudit.cli.invert import invert
 from fedaudit.cli.leakage import leakage
 from fedaudit.cli.record import record
 from fedaudit.cli.report import report
@@ -42,6 +43,7 @@ app.command()(inspect)
 app.command()(shadow)
 app.command()(attack)
 app.command()(leakage)
+app.command()(invert)
 app.command()(verify)
 
 

@@ -37,9 +37,9 @@ from fedaudit.report.schema import validate_results
 
 __all__ = [
     "BELOW_CHANCE_MARGIN",
-    "LABEL_ONLY",
     "FEW_CLIENTS",
     "HIGH_MARGIN",
+    "LABEL_ONLY",
     "MEDIUM_MARGIN",
     "SIGNIFICANCE_LEVEL",
     "WIDE_INTERVAL",
