@@ -37,7 +37,9 @@ How the columns are found (:func:`separate_inputs`):
    once) find them (the non-negative, minimum-volume view of NMF; Donoho and
    Stodden, NeurIPS 2003). The zeros of a vertex name the rows where
    ``delta_b = 0``; the column is the null vector of those rows of ``A``'s span,
-   and it is *certified* when that null space is one-dimensional and exact.
+   and it is *certified* when that null space is one-dimensional and exact (up
+   to the update's rounding), holds many more than ``k - 1`` distinct rows, and
+   does not hang on any single row (leverage below 1).
 4. **Sparse vectors in the span (no second layer).** Alternating directions
    (soft threshold, project) from many starts, each result snapped to the
    hyperplane through its ``k - 1`` smallest rows (Qu, Sun and Wright, "Finding
