@@ -24,6 +24,7 @@ how exact the attacker's simulation is: the cosine, per tensor, between the upda
 simulated at the true inputs (dropout off, Adam smoothed as the method does) and the
 observed one. Part 4 inverts the trained global model for each class
 (``invert_model``) and compares each representative with the class means of the data.
+Part 5 runs FedSGD batches of 4 and 20 (dropout 0) with the span prior on and off.
 
 Usage::
 
@@ -172,13 +173,15 @@ def part1_threads(setting_name: str, weights: dict, data, pairs: int, iterations
             "ratio_min": min(ratios), "ratio_max": max(ratios), "pairs": pairs, "iterations": iterations}
 
 
-def part2_quality(weights: dict, data, budgets: list[int], clients: int, settings: list[str]) -> list[dict]:
+def part2_quality(weights: dict, data, budgets: list[int], clients: int, settings: list[str],
+                  mixture_budgets: list[int]) -> list[dict]:
     x_all, y_all, speakers = data
     rows = []
     for name in settings:
         setting = SETTINGS[name]
         ctx = _context(setting, x_all.shape[1])
-        per = {b: {"cos": [], "hit": [], "wall": [], "cpu": [], "loss": [], "labels_exact": []} for b in budgets}
+        runs = [("random", b) for b in budgets] + [("mixture", b) for b in mixture_budgets]
+        per = {r: {"cos": [], "hit": [], "wall": [], "cpu": [], "loss": [], "labels_exact": []} for r in runs}
         chance, mixture = [], []
         for k, x, y in _clients(x_all, y_all, speakers, setting["n"], clients, seed=1):
             update = _client_update(setting, weights, x, y, seed=k)
@@ -186,26 +189,27 @@ def part2_quality(weights: dict, data, budgets: list[int], clients: int, setting
             chance.append(matched_cosine(rng.normal(size=x.shape), x).mean())
             v = input_mixture(update.arrays["fc1.weight"], update.arrays["fc1.bias"])
             mixture.append(matched_cosine(np.tile(v, (len(x), 1)), x).mean())
-            for budget in budgets:
-                method = GradientMatching(iterations=budget, seed=k).prepare(ctx)
+            for run in runs:
+                init, budget = run
+                method = GradientMatching(iterations=budget, init=init, seed=k).prepare(ctx)
                 wall, cpu = time.perf_counter(), time.process_time()
                 rec = method.reconstruct(update)
-                per[budget]["wall"].append(time.perf_counter() - wall)
-                per[budget]["cpu"].append(time.process_time() - cpu)
+                per[run]["wall"].append(time.perf_counter() - wall)
+                per[run]["cpu"].append(time.process_time() - cpu)
                 cos = matched_cosine(rec.features, x)
-                per[budget]["cos"].append(cos.mean())
-                per[budget]["hit"].append((cos > 0.9).mean())
-                per[budget]["loss"].append(rec.info["matching_loss"])
-                per[budget]["labels_exact"].append(
+                per[run]["cos"].append(cos.mean())
+                per[run]["hit"].append((cos > 0.9).mean())
+                per[run]["loss"].append(rec.info["matching_loss"])
+                per[run]["labels_exact"].append(
                     float(np.array_equal(rec.label_counts, np.bincount(y, minlength=N_CLASSES)))
                 )
-                print(f"  {name} client {k} it {budget}: cos {cos.mean():.3f} (>0.9: {(cos > 0.9).mean():.2f}) "
-                      f"loss {rec.info['matching_loss']:.3f} {per[budget]['wall'][-1]:.1f} s wall, "
+                print(f"  {name} client {k} {init} it {budget}: cos {cos.mean():.3f} (>0.9: {(cos > 0.9).mean():.2f}) "
+                      f"loss {rec.info['matching_loss']:.3f} {per[run]['wall'][-1]:.1f} s wall, "
                       f"load {_load()}", flush=True)
-        for budget in budgets:
-            p = per[budget]
+        for run in runs:
+            p = per[run]
             rows.append({
-                "setting": name, "iterations": budget, "clients": clients, "n": setting["n"],
+                "setting": name, "init": run[0], "iterations": run[1], "clients": clients, "n": setting["n"],
                 "cos_mean": float(np.mean(p["cos"])), "cos_sd": float(np.std(p["cos"])),
                 "cos_min_client": float(np.min(p["cos"])), "share_above_0.9": float(np.mean(p["hit"])),
                 "matching_loss": float(np.mean(p["loss"])), "labels_exact": float(np.mean(p["labels_exact"])),
@@ -213,6 +217,27 @@ def part2_quality(weights: dict, data, budgets: list[int], clients: int, setting
                 "chance_cos": float(np.mean(chance)), "mixture_cos": float(np.mean(mixture)),
             })
     return rows
+
+
+def part5_span(weights: dict, data, clients: int, iterations: int) -> list[dict]:
+    """The span prior on and off, FedSGD without dropout, batches of 4 and 20 (labels inferred)."""
+    x_all, y_all, speakers = data
+    out = []
+    for n in (4, 20):
+        setting = {**SETTINGS["fedsgd-nodrop"], "n": n}
+        ctx = _context(setting, x_all.shape[1])
+        for span in (True, False):
+            cos, wall = [], []
+            for k, x, y in _clients(x_all, y_all, speakers, n, clients, seed=2):
+                update = _client_update(setting, weights, x, y, seed=k)
+                start = time.perf_counter()
+                rec = GradientMatching(iterations=iterations, span=span, seed=k).prepare(ctx).reconstruct(update)
+                wall.append(time.perf_counter() - start)
+                cos.append(matched_cosine(rec.features, x).mean())
+            out.append({"n": n, "span": span, "iterations": iterations, "clients": clients,
+                        "cos_mean": float(np.mean(cos)), "cos_sd": float(np.std(cos)), "wall_s": float(np.median(wall))})
+            print("span", out[-1], flush=True)
+    return out
 
 
 def part3_fidelity(weights: dict, data, settings: list[str]) -> list[dict]:
@@ -265,16 +290,19 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--iterations", type=int, nargs="+", default=[100, 300, 1000])
     parser.add_argument("--clients", type=int, default=3)
+    parser.add_argument("--mixture-iterations", type=int, nargs="*", default=[300],
+                        help="budgets also run with init='mixture'")
     parser.add_argument("--settings", nargs="+", default=list(SETTINGS), choices=list(SETTINGS))
     parser.add_argument("--state", choices=["init", "trained"], default="trained")
     parser.add_argument("--train-steps", type=int, default=200)
     parser.add_argument("--pairs", type=int, default=5)
-    parser.add_argument("--skip", nargs="*", default=[], choices=["threads", "quality", "fidelity", "inversion"])
+    parser.add_argument("--skip", nargs="*", default=[],
+                        choices=["threads", "quality", "fidelity", "inversion", "span"])
     parser.add_argument("--quick", action="store_true", help="1 client, 100 iterations, 2 pairs")
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args()
     if args.quick:
-        args.iterations, args.clients, args.pairs = [100], 1, 2
+        args.iterations, args.clients, args.pairs, args.mixture_iterations = [100], 1, 2, []
     torch.set_num_threads(1)
     command = "python benchmarks/bench_optimize.py " + " ".join(
         f"--{k.replace('_', '-')} {' '.join(map(str, v)) if isinstance(v, list) else v}"
@@ -298,14 +326,17 @@ def main() -> None:
         for r in results["fidelity"]:
             print("fidelity", r, flush=True)
     if "quality" not in args.skip:
-        results["quality"] = part2_quality(weights, data, args.iterations, args.clients, args.settings)
-        print("\n| setting | n | iterations | matched cos (sd over clients) | share > 0.9 | labels exact | "
+        results["quality"] = part2_quality(weights, data, args.iterations, args.clients, args.settings,
+                                           args.mixture_iterations)
+        print("\n| setting | n | start | iterations | matched cos (sd over clients) | share > 0.9 | labels exact | "
               "s/update wall | s/update CPU | mixture baseline | chance |")
-        print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+        print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
         for r in results["quality"]:
-            print(f"| {r['setting']} | {r['n']} | {r['iterations']} | {r['cos_mean']:.3f} ({r['cos_sd']:.3f}) | "
+            print(f"| {r['setting']} | {r['n']} | {r['init']} | {r['iterations']} | {r['cos_mean']:.3f} ({r['cos_sd']:.3f}) | "
                   f"{r['share_above_0.9']:.2f} | {r['labels_exact']:.2f} | {r['wall_s']:.1f} | {r['cpu_s']:.1f} | "
                   f"{r['mixture_cos']:.3f} | {r['chance_cos']:.3f} |", flush=True)
+    if "span" not in args.skip:
+        results["span"] = part5_span(weights, data, args.clients, 300)
     if "inversion" not in args.skip:
         results["inversion"] = part4_model_inversion(weights, x["private"], y["private"])
         print("model inversion", results["inversion"], flush=True)
