@@ -28,7 +28,7 @@ Part 5 runs FedSGD batches of 4 and 20 (dropout 0) with the span prior on and of
 
 Usage::
 
-    .venv/bin/python benchmarks/bench_optimize.py                  # ~15-30 min on 2 shared cores
+    .venv/bin/python benchmarks/bench_optimize.py                  # ~13 min on a quiet 2-core machine
     .venv/bin/python benchmarks/bench_optimize.py --quick          # smoke run
     .venv/bin/python benchmarks/bench_optimize.py --json /tmp/bench_optimize.json
 """
