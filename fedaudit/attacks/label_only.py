@@ -8,7 +8,7 @@ shares inferred from the output layer
 (:func:`~fedaudit.attacks.reconstruct.labels.label_histograms`), and fits the
 logistic regression of the ``stats`` attack on them with the same shadow
 recordings and the same client-grouped validation. An attack whose ASR the
-baseline matches may be reading labels, not speakers (``docs/label-confounds.md``).
+baseline matches may be reading labels, not speakers; the report shows every attack beside it.
 """
 
 from __future__ import annotations

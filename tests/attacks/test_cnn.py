@@ -19,8 +19,10 @@ from fedaudit.attacks.base import (
     load_attack,
 )
 from fedaudit.attacks.cnn import (
+    MAX_FLAT,
     CNNFusionAttack,
     LayerBranch,
+    _final_pool,
     _pool_kernels,
     _speaker_grouped,
     _subsample_by_group,
@@ -169,6 +171,21 @@ def test_flatten_size_follows_input_shape(shape: tuple[int, int], expected: int)
     assert branch.head[0].in_features == expected + shape[0]
     out = branch(torch.randn(3, *shape), torch.randn(3, shape[0]))
     assert out.shape == (3, 2)
+
+
+def test_maps_larger_than_the_emobase_layer_are_pooled_down_to_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert _final_pool(256, 988, 64, 3) is None  # the publication's architecture, unchanged
+    assert MAX_FLAT == 64 * 32 * 123
+    # the frame DNN's input layer (128 x 3,900): 16 x 487 after the blocks, halved to 16 x 244
+    assert _final_pool(128, 3900, 64, 3) == (16, 244) and 64 * 16 * 244 <= MAX_FLAT
+    import fedaudit.attacks.cnn as cnn
+
+    monkeypatch.setattr(cnn, "MAX_FLAT", 64 * 20)  # a small cap, so that a small branch shows it
+    branch = LayerBranch([(8, 400), (6, 3)], 9, dropout=0.0)  # several images, the first one capped
+    # 1 x 50 after the blocks (3,200 values), halved twice to 1 x 13; the small image is not touched
+    assert branch.n_flats == [64 * 13, 64 * 1 * 1] and branch.image_shapes == [(8, 400), (6, 3)]
+    out = branch([torch.randn(2, 8, 400), torch.randn(2, 6, 3)], torch.randn(2, 9))
+    assert out.shape == (2, 2)
 
 
 def test_two_feature_dims_both_fit(fitted: CNNFusionAttack, stores: dict[str, UpdateStore]) -> None:
