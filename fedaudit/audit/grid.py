@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from fedaudit.audit.cache import ResultCache, content_key
-from fedaudit.config import FLConfig, clients_per_round
+from fedaudit.config import FLConfig, clients_per_round, default_architecture
 from fedaudit.exceptions import InvalidParameterError, OutputExistsError
 
 __all__ = [
@@ -122,11 +122,18 @@ class AuditConfig:
     public_corpora: tuple[str, ...] = ("demo-shadow",)
     data_roots: Mapping[str, str] = field(default_factory=dict)
     feature_set: str = "emobase"
+    #: Client model of every run (:data:`fedaudit.models.MODELS`), and its hidden widths (``None``: the model's
+    #: default architecture); shadow runs mirror them.
+    model: str = "mlp"
+    hidden: tuple[int, ...] | None = None
     rounds: int = 200
     client_fraction: float = 0.1
     normalization: str = "global"
     seed: int = 0
     shadow_runs: int = 3
+    #: Speaker folds of the shadow runs (``None``: the target's, capped by the shadow speakers;
+    #: :func:`fedaudit.audit.shadow.shadow_folds`).
+    shadow_folds: int | None = None
     attacks: tuple[str, ...] = ("stats", "inversion")
     n_updates: tuple[int | str, ...] = (1, 5, "all")
     repeats: int = 10
@@ -160,6 +167,14 @@ class AuditConfig:
                 f"The audit's 'permutations' must be an integer >= 0 (20 or more to reach p < 0.05; 0 skips the "
                 f"permutation test). Got {self.permutations!r}."
             )
+        if self.shadow_folds is not None and (isinstance(self.shadow_folds, bool) or not isinstance(
+                self.shadow_folds, int) or self.shadow_folds < 2):
+            raise InvalidParameterError(
+                f"The audit's 'shadow_folds' must be an integer >= 2 (or absent: chosen from the shadow speakers). "
+                f"Got {self.shadow_folds!r}."
+            )
+        if not isinstance(self.model, str) or not self.model:
+            raise InvalidParameterError(f"The audit's 'model' must be a model name (e.g. 'mlp'). Got {self.model!r}.")
         if self.dtype not in ("float32", "float16"):
             raise InvalidParameterError(f"The audit's 'dtype' must be 'float32' or 'float16'. Got {self.dtype!r}.")
         for n in self.n_updates:
@@ -168,14 +183,26 @@ class AuditConfig:
 
     def fl_config(self, setting: Setting) -> FLConfig:
         """The target run of ``setting``."""
-        dropout = (0.2, 0.0) if setting.dropout is None else (float(setting.dropout), 0.0)
-        return FLConfig(algorithm=setting.algorithm, rounds=self.rounds, client_fraction=self.client_fraction,
-                        normalization=self.normalization, dropout=dropout, seed=self.seed)  # type: ignore[arg-type]
+        hidden = None if self.hidden is None else tuple(self.hidden)
+        dropout = None  # the model's default rates; a setting's dropout replaces the first layer's
+        try:
+            if setting.dropout is not None:
+                rates = default_architecture(self.model, hidden)[1]
+                dropout = (float(setting.dropout), *rates[1:])
+            return FLConfig(algorithm=setting.algorithm, rounds=self.rounds, client_fraction=self.client_fraction,
+                            normalization=self.normalization, model=self.model, hidden=hidden, dropout=dropout,
+                            seed=self.seed)  # type: ignore[arg-type]
+        except InvalidParameterError as err:
+            raise InvalidParameterError(f"Setting {setting.id!r}: {err}") from None
 
     def to_dict(self) -> dict[str, Any]:
         out = asdict(self)
-        if not self.inversion:  # an audit without inversion keeps the configuration hash it had before the key
+        # keys added after the first schema are left out at their defaults, so older audits keep their hash
+        if not self.inversion:
             del out["inversion"], out["inversion_updates"]
+        for key, default in (("model", "mlp"), ("hidden", None), ("shadow_folds", None)):
+            if out[key] == default:
+                del out[key]
         out["settings"] = [{k: v for k, v in asdict(s).items() if v not in (None, (), {})} | {"id": s.id}
                            for s in self.settings]
         return out
@@ -205,7 +232,8 @@ def load_audit_config(path: str | os.PathLike[str] | None = None, **overrides: A
     for key, value in data.items():
         if key == "settings":
             kwargs[key] = tuple(_setting(s, i) for i, s in enumerate(value))
-        elif key in ("private_corpora", "shadow_corpora", "public_corpora", "attacks", "n_updates", "inversion"):
+        elif key in ("private_corpora", "shadow_corpora", "public_corpora", "attacks", "n_updates", "inversion",
+                     "hidden"):
             kwargs[key] = tuple(value) if isinstance(value, (list, tuple)) else (value,)
         else:
             kwargs[key] = value
@@ -281,7 +309,9 @@ def plan_audit(config: AuditConfig) -> AuditPlan:
     """Every task of the grid, deduplicated by content key (shared shadow runs are computed once)."""
     from fedaudit.audit.shadow import shadow_config
 
+    _check_model(config)
     _check_inversion(config)
+    folds: dict[int, int] = {}  # target folds -> shadow folds
     recordings: dict[str, Task] = {}
     attacks: dict[str, Task] = {}
     cells = []
@@ -307,8 +337,10 @@ def plan_audit(config: AuditConfig) -> AuditPlan:
             if name in _SHADOW_ATTACKS:
                 for attacker, shadow_defenses in attackers:
                     shadow_keys = []
+                    if fl.n_folds not in folds:
+                        folds[fl.n_folds] = _shadow_folds(config, fl.n_folds)
                     for k in range(config.shadow_runs):
-                        cfg = shadow_config(fl.to_dict(), run=k, seed=config.seed + 1000)
+                        cfg = shadow_config(fl.to_dict(), run=k, seed=config.seed + 1000, n_folds=folds[fl.n_folds])
                         spec = _recording_spec(config, cfg, role="shadow", corpora=config.shadow_corpora,
                                                defenses=shadow_defenses, options=_shadow_options(setting))
                         key = content_key(spec)
@@ -340,6 +372,32 @@ def plan_audit(config: AuditConfig) -> AuditPlan:
         cells.append({"setting": setting, "target": target_key, "attacks": cell_attacks})
     return AuditPlan(config=config, recordings=list(recordings.values()), attacks=list(attacks.values()),
                      cells=cells)
+
+
+def _check_model(config: AuditConfig) -> None:
+    """Refuse, at plan time, a feature set or model that is unknown or that do not fit each other."""
+    from fedaudit.data.features import FEATURE_SETS
+    from fedaudit.models import check_model_input
+
+    if config.feature_set not in FEATURE_SETS:
+        raise InvalidParameterError(
+            f"Unknown feature set {config.feature_set!r} in the audit's 'feature_set'; choose from {sorted(FEATURE_SETS)}."
+        )
+    check_model_input(config.model, frame_level=FEATURE_SETS[config.feature_set].frame_level,
+                      feature_set=config.feature_set)
+
+
+def _shadow_folds(config: AuditConfig, target_folds: int) -> int:
+    """Speaker folds of the grid's shadow runs: chosen from the shadow speakers unless ``shadow_folds`` is set."""
+    from fedaudit.audit.shadow import shadow_folds
+    from fedaudit.data.sources import count_speakers
+
+    roots = [config.data_roots[c] for c in config.shadow_corpora if c in config.data_roots]
+    n_speakers = count_speakers(list(config.shadow_corpora), roots=roots)
+    try:
+        return shadow_folds(target_folds, n_speakers, n_folds=config.shadow_folds)
+    except InvalidParameterError as err:
+        raise InvalidParameterError(f"The audit's shadow corpora {list(config.shadow_corpora)}: {err}") from None
 
 
 def _check_inversion(config: AuditConfig) -> None:
@@ -409,23 +467,27 @@ def estimate_bytes(plan: AuditPlan) -> dict[str, int]:
     """Disk an audit will write for its recordings (update arrays only; metadata is small)."""
     from fedaudit.data.clients import split_clients
     from fedaudit.data.sources import load_features
+    from fedaudit.models import build_model
 
     cfg = plan.config
     itemsize = 2 if cfg.dtype == "float16" else 4
-    sizes: dict[tuple[str, ...], tuple[int, int]] = {}
+    tables: dict[tuple[str, ...], Any] = {}
+    n_params: dict[tuple[Any, ...], int] = {}
     total = 0
     for task in plan.recordings:
         corpora = tuple(task.spec["corpora"])
         fl = FLConfig.from_dict(task.spec["config"])
-        if corpora not in sizes:
-            table = load_features(list(corpora), roots=task.spec["roots"], feature_set=cfg.feature_set)
-            split = split_clients(table, n_folds=fl.n_folds, fold=fl.fold, clients_per_speaker=fl.clients_per_speaker,
-                                  val_fraction=fl.val_fraction, seed=fl.seed)
-            sizes[corpora] = (len(split.clients), table.n_features)
-        n_clients, n_features = sizes[corpora]
-        widths = [n_features, *fl.hidden, fl.n_classes]
-        n_params = sum(widths[i] * widths[i + 1] + widths[i + 1] for i in range(len(widths) - 1))
-        total += fl.rounds * clients_per_round(fl.client_fraction, n_clients) * n_params * itemsize
+        if corpora not in tables:
+            tables[corpora] = load_features(list(corpora), roots=task.spec["roots"], feature_set=cfg.feature_set)
+        table = tables[corpora]
+        split = split_clients(table, n_folds=fl.n_folds, fold=fl.fold, clients_per_speaker=fl.clients_per_speaker,
+                              val_fraction=fl.val_fraction, seed=fl.seed)
+        arch = (fl.model, table.n_features, fl.hidden, fl.n_classes, table.frame_shape)
+        if arch not in n_params:  # the recorded model's own parameter count, whatever its layers
+            model = build_model(fl.model, table.n_features, hidden=fl.hidden, n_classes=fl.n_classes,
+                                frame_shape=table.frame_shape)
+            n_params[arch] = sum(p.numel() for p in model.parameters())
+        total += fl.rounds * clients_per_round(fl.client_fraction, len(split.clients)) * n_params[arch] * itemsize
     return {"recordings": len(plan.recordings), "bytes": total}
 
 
@@ -571,6 +633,9 @@ def _assemble(plan: AuditPlan, done: Mapping[str, dict[str, Any]], *, config_has
             "public_corpora": list(cfg.public_corpora), "synthetic": synthetic, "feature_set": cfg.feature_set,
             "n_features": next(iter(done.values())).get("n_features"), "rounds": cfg.rounds,
             "shadow_runs": cfg.shadow_runs, "seed": cfg.seed, "normalization": cfg.normalization,
+            "model": cfg.model, "hidden": list(FLConfig.from_dict(plan.recordings[0].spec["config"]).hidden or ()),
+            "shadow_folds": sorted({int(t.spec["config"]["n_folds"]) for t in plan.recordings
+                                    if t.spec["role"] == "shadow"}),
         },
         "commands": commands, "wall_seconds": wall_seconds, "cells": cells,
     }

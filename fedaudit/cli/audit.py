@@ -39,6 +39,15 @@ def audit(
             f"{len(plan.attacks)} attacks; up to {estimate['bytes'] / 1e9:.1f} GB of {grid.dtype} recordings "
             f"under {escape(str(out / 'cache'))} (nothing is deleted)"
         )
+        first = plan.recordings[0].spec["config"]
+        folds = sorted({t.spec["config"]["n_folds"] for t in plan.recordings if t.spec["role"] == "shadow"})
+        console.print(
+            f"  model {escape(grid.model)} (hidden {'-'.join(str(h) for h in first['hidden'])}) on "
+            f"{escape(grid.feature_set)} features"
+            + (f"; shadow runs on {' / '.join(map(str, folds))} speaker folds "
+               + ("(the grid's shadow_folds)" if grid.shadow_folds else "(the target's, capped by the shadow speakers)")
+               if folds else "")
+        )
         if dry_run:
             for task in plan.tasks:
                 console.print(f"  {escape(task.label)}  [dim]{task.key}[/]")

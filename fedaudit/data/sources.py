@@ -9,7 +9,7 @@ from pathlib import Path
 from fedaudit.data.table import FeatureTable
 from fedaudit.exceptions import CorpusError
 
-__all__ = ["load_features"]
+__all__ = ["count_speakers", "load_features"]
 
 
 def load_features(
@@ -32,21 +32,11 @@ def load_features(
     """
     from fedaudit.data.demo import DEMO_CORPORA, DEMO_FEATURE_SETS, load_demo
     from fedaudit.data.features import extract_features
-    from fedaudit.data.loaders import LOADERS, load_corpus
+    from fedaudit.data.loaders import load_corpus
 
     if not corpora:
         raise CorpusError("No corpus given; name at least one, e.g. --corpus demo-private.")
-    real = [c for c in corpora if c not in DEMO_CORPORA]
-    for name in real:
-        if name not in LOADERS:
-            raise CorpusError(
-                f"Unknown corpus {name!r}; choose one of {sorted([*DEMO_CORPORA, *LOADERS])}."
-            )
-    if len(roots) != len(real):
-        raise CorpusError(
-            f"Give one --data-root per non-demo corpus: {len(real)} corpora ({real}) but {len(roots)} roots."
-        )
-    root_of = dict(zip(real, [Path(r) for r in roots], strict=True))
+    root_of = _roots_of(corpora, roots)
     tables = []
     for name in corpora:
         if name in DEMO_CORPORA:
@@ -63,3 +53,38 @@ def load_features(
                                  progress=progress, n_frames=n_frames)
             )
     return FeatureTable.concat(tables)
+
+
+def count_speakers(corpora: Sequence[str], *, roots: Sequence[str | os.PathLike[str]] = ()) -> int:
+    """Speakers of one or more corpora, read from their listings (no audio is decoded, no feature extracted).
+
+    Roots follow :func:`load_features`: one per non-demo corpus, in order. Speakers are counted by
+    ``speaker_id``, as the combined feature table and its client split see them.
+    """
+    from fedaudit.data.demo import DEMO_CORPORA, load_demo
+    from fedaudit.data.loaders import load_corpus
+
+    root_of = _roots_of(corpora, roots)
+    speakers: set[str] = set()
+    for name in corpora:
+        ids = load_demo(name).speakers if name in DEMO_CORPORA else load_corpus(name, root_of[name])["speaker_id"]
+        speakers.update(str(i) for i in ids)
+    return len(speakers)
+
+
+def _roots_of(corpora: Sequence[str], roots: Sequence[str | os.PathLike[str]]) -> dict[str, Path]:
+    """The root of each non-demo corpus, after checking every name is known and each has one root."""
+    from fedaudit.data.demo import DEMO_CORPORA
+    from fedaudit.data.loaders import LOADERS
+
+    real = [c for c in corpora if c not in DEMO_CORPORA]
+    for name in real:
+        if name not in LOADERS:
+            raise CorpusError(
+                f"Unknown corpus {name!r}; choose one of {sorted([*DEMO_CORPORA, *LOADERS])}."
+            )
+    if len(roots) != len(real):
+        raise CorpusError(
+            f"Give one --data-root per non-demo corpus: {len(real)} corpora ({real}) but {len(roots)} roots."
+        )
+    return dict(zip(real, [Path(r) for r in roots], strict=True))

@@ -267,6 +267,11 @@ class Setup:
     created: str
     wall_seconds: float | None
     config: Any = field(default=None)
+    #: The client model and its hidden widths, and the shadow runs' speaker folds (``None`` / empty when the
+    #: audit results predate them).
+    model: str | None = None
+    hidden: tuple[int, ...] = ()
+    shadow_folds: tuple[int, ...] = ()
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Setup:
@@ -278,7 +283,9 @@ class Setup:
             seed=None if data.get("seed") is None else int(data["seed"]), normalization=data.get("normalization"),
             n_clients=tuple(int(n) for n in data["n_clients"]), versions=dict(data["versions"]),
             config_hash=str(data["config_hash"]), created=str(data["created"]),
-            wall_seconds=_opt(data.get("wall_seconds")), config=data.get("config"),
+            wall_seconds=_opt(data.get("wall_seconds")), config=data.get("config"), model=data.get("model"),
+            hidden=tuple(int(h) for h in data.get("hidden", ())),
+            shadow_folds=tuple(int(f) for f in data.get("shadow_folds", ())),
         )
 
 
