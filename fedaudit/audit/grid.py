@@ -129,6 +129,10 @@ class AuditConfig:
     rounds: int = 200
     client_fraction: float = 0.1
     normalization: str = "global"
+    #: Clients per training speaker (each holding a disjoint share of its utterances) and speaker folds of the
+    #: target runs: a corpus of few speakers needs more than one client per speaker (docs/corpora.md).
+    clients_per_speaker: int = 1
+    n_folds: int = 5
     seed: int = 0
     shadow_runs: int = 3
     #: Speaker folds of the shadow runs (``None``: the target's, capped by the shadow speakers;
@@ -158,7 +162,7 @@ class AuditConfig:
             raise InvalidParameterError(f"Setting ids must be unique; {dupes} appear more than once.")
         if not self.settings:
             raise InvalidParameterError("The audit has no settings; add at least one [[settings]] table.")
-        for name in ("rounds", "shadow_runs", "repeats", "inversion_updates"):
+        for name in ("rounds", "shadow_runs", "repeats", "inversion_updates", "clients_per_speaker"):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise InvalidParameterError(f"The audit's {name!r} must be an integer >= 1. Got {value!r}.")
@@ -167,6 +171,8 @@ class AuditConfig:
                 f"The audit's 'permutations' must be an integer >= 0 (20 or more to reach p < 0.05; 0 skips the "
                 f"permutation test). Got {self.permutations!r}."
             )
+        if isinstance(self.n_folds, bool) or not isinstance(self.n_folds, int) or self.n_folds < 2:
+            raise InvalidParameterError(f"The audit's 'n_folds' must be an integer >= 2. Got {self.n_folds!r}.")
         if self.shadow_folds is not None and (isinstance(self.shadow_folds, bool) or not isinstance(
                 self.shadow_folds, int) or self.shadow_folds < 2):
             raise InvalidParameterError(
@@ -191,6 +197,7 @@ class AuditConfig:
                 dropout = (float(setting.dropout), *rates[1:])
             return FLConfig(algorithm=setting.algorithm, rounds=self.rounds, client_fraction=self.client_fraction,
                             normalization=self.normalization, model=self.model, hidden=hidden, dropout=dropout,
+                            clients_per_speaker=self.clients_per_speaker, n_folds=self.n_folds,
                             seed=self.seed)  # type: ignore[arg-type]
         except InvalidParameterError as err:
             raise InvalidParameterError(f"Setting {setting.id!r}: {err}") from None
@@ -200,7 +207,8 @@ class AuditConfig:
         # keys added after the first schema are left out at their defaults, so older audits keep their hash
         if not self.inversion:
             del out["inversion"], out["inversion_updates"]
-        for key, default in (("model", "mlp"), ("hidden", None), ("shadow_folds", None)):
+        for key, default in (("model", "mlp"), ("hidden", None), ("shadow_folds", None), ("clients_per_speaker", 1),
+                             ("n_folds", 5)):
             if out[key] == default:
                 del out[key]
         out["settings"] = [{k: v for k, v in asdict(s).items() if v not in (None, (), {})} | {"id": s.id}
@@ -595,6 +603,13 @@ def _assemble(plan: AuditPlan, done: Mapping[str, dict[str, Any]], *, config_has
             warnings.append(
                 f"Only {target['n_clients']} clients: each client moves the ASR by "
                 f"{100 / target['n_clients']:.0f} points and the interval is wide."
+            )
+        per_speaker = int(plan.config.clients_per_speaker)
+        if per_speaker > 1:
+            warnings.append(
+                f"{target['n_clients']} clients from {target['n_clients'] // per_speaker} training speakers "
+                f"({per_speaker} per speaker): clients of one speaker share its voice and gender, so the interval, "
+                "which counts clients, is too narrow; judge the ASR by the number of speakers."
             )
         if target["clients_per_round"] <= 1:
             warnings.append("One client per round: each global step is one client's update, and secure "

@@ -153,3 +153,18 @@ def test_dry_run_names_the_model_and_the_shadow_folds(tmp_path: Path) -> None:
     assert "model mlp (hidden 256-128) on emobase features; shadow runs on 4 speaker folds (the target's, capped " \
            "by the shadow speakers)" in said
     assert not (tmp_path / "out" / "cache").exists()
+
+
+def test_clients_per_speaker_reaches_every_run_and_the_results_warn_of_it(tmp_path: Path) -> None:
+    config = AuditConfig(rounds=1, shadow_runs=1, attacks=("stats",), n_updates=(1,), repeats=2, clients_per_speaker=2,
+                         n_folds=4, settings=(Setting(id="fedsgd"),))
+    specs = [t.spec["config"] for t in plan_audit(config).recordings]
+    assert [(c["clients_per_speaker"], c["n_folds"]) for c in specs] == [(2, 4), (2, 4)]
+    results = run_audit(config, tmp_path / "audit", jobs=2)
+    cell = results["cells"][0]
+    assert cell["n_clients"] == 60  # 30 of the 40 speakers train (4 folds), 2 clients each
+    assert ("60 clients from 30 training speakers (2 per speaker): clients of one speaker share its voice and "
+            "gender, so the interval, which counts clients, is too narrow") in " ".join(cell["warnings"])
+    assert {"clients_per_speaker", "n_folds"} <= set(config.to_dict())
+    with pytest.raises(InvalidParameterError, match="'n_folds' must be an integer >= 2"):
+        AuditConfig(n_folds=1)
