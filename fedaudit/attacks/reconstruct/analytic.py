@@ -205,7 +205,8 @@ def next_relu_layer(parameter_shapes: Mapping[str, tuple[int, ...]], model: str 
 # -- small kernels ---------------------------------------------------------------------------------------------
 
 
-def _as_stack(weight: np.ndarray, bias: np.ndarray) -> tuple[np.ndarray, bool]:
+def _stacked(weight: np.ndarray, bias: np.ndarray) -> tuple[np.ndarray, np.ndarray, bool]:
+    """``(n, out, in)`` weight and ``(n, out)`` bias updates, and whether one update came unstacked."""
     weight = np.asarray(weight)
     bias = np.asarray(bias)
     single = weight.ndim == 2
@@ -216,6 +217,11 @@ def _as_stack(weight: np.ndarray, bias: np.ndarray) -> tuple[np.ndarray, bool]:
             f"separate_inputs needs weight updates (n, out, in) and bias updates (n, out); "
             f"got shapes {weight.shape} and {bias.shape}."
         )
+    return weight, bias, single
+
+
+def _as_stack(weight: np.ndarray, bias: np.ndarray) -> tuple[np.ndarray, bool]:
+    weight, bias, single = _stacked(weight, bias)
     a = np.empty((*weight.shape[:2], weight.shape[2] + 1), dtype=np.float32)
     a[:, :, :-1] = weight
     a[:, :, -1] = bias
@@ -561,16 +567,7 @@ def separate_inputs(
     >>> sep.n_inputs, bool(np.allclose(sep.features, x, atol=1e-5))
     (1, True)
     """
-    weight = np.asarray(weight)
-    bias = np.asarray(bias)
-    single = weight.ndim == 2
-    if single:
-        weight, bias = weight[None], bias[None]
-    if weight.ndim != 3 or bias.shape != weight.shape[:2]:
-        raise InvalidParameterError(
-            f"separate_inputs needs weight updates (n, out, in) and bias updates (n, out); "
-            f"got shapes {weight.shape} and {bias.shape}."
-        )
+    weight, bias, single = _stacked(weight, bias)
     n, h, d1 = weight.shape[0], weight.shape[1], weight.shape[2] + 1
     caps = np.broadcast_to(np.asarray(max_inputs, dtype=np.int64), (n,)).copy()
     if np.any(caps < 1):
