@@ -124,6 +124,12 @@ def test_a_cnn_grid_records_attacks_and_estimates_its_disk(tmp_path: Path) -> No
 
     report = build_report(results)
     assert report.setup.model == "cnn" and report.setup.shadow_folds == (5,)
+    from fedaudit.report import write_report
+
+    written = {p.suffix: p for p in write_report(report.to_dict(), tmp_path / "report")}
+    for suffix in (".md", ".html"):
+        text = written[suffix].read_text()
+        assert "cnn (hidden 4-4-4)" in text and "per attacker, 5 speaker folds" in text
 
 
 def _four_speaker_manifest(root: Path) -> Path:
