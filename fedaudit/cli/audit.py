@@ -36,7 +36,7 @@ def audit(
         console.print(
             f"[bold]audit[/]: {len(grid.settings)} settings, {len(plan.recordings)} recordings "
             f"({len([t for t in plan.recordings if t.spec['role'] == 'shadow'])} shadow runs), "
-            f"{len(plan.attacks)} attacks; up to {estimate['bytes'] / 1e9:.1f} GB of {grid.dtype} recordings "
+            f"{len(plan.attacks)} attacks; up to {_size(estimate['bytes'])} of {grid.dtype} recordings "
             f"under {escape(str(out / 'cache'))} (nothing is deleted)"
         )
         first = plan.recordings[0].spec["config"]
@@ -76,3 +76,8 @@ def audit(
         console.print(f"wrote {escape(str(out / 'results.json'))} ({len(results['cells'])} settings, "
                       f"{results['wall_seconds']:.0f} s); next: fedaudit report {escape(str(out))} "
                       f"--out {escape(str(out / 'report'))}")
+
+
+def _size(n_bytes: int) -> str:
+    """``1.2 GB`` from 1 GB up, else ``34.5 MB``."""
+    return f"{n_bytes / 1e9:.1f} GB" if n_bytes >= 1e9 else f"{n_bytes / 1e6:.1f} MB"

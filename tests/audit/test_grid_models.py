@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import warnings
 from pathlib import Path
 
@@ -158,6 +159,7 @@ def test_dry_run_names_the_model_and_the_shadow_folds(tmp_path: Path) -> None:
     said = " ".join(res.output.split())  # the console wraps long lines
     assert "model mlp (hidden 256-128) on emobase features; shadow runs on 4 speaker folds (the target's, capped " \
            "by the shadow speakers)" in said
+    assert re.search(r"up to \d+\.\d MB of float16 recordings", said)  # small audits in MB, not "0.0 GB"
     assert not (tmp_path / "out" / "cache").exists()
 
 
@@ -174,3 +176,10 @@ def test_clients_per_speaker_reaches_every_run_and_the_results_warn_of_it(tmp_pa
     assert {"clients_per_speaker", "n_folds"} <= set(config.to_dict())
     with pytest.raises(InvalidParameterError, match="'n_folds' must be an integer >= 2"):
         AuditConfig(n_folds=1)
+
+
+def test_the_example_lstm_grid_plans_frame_level_runs() -> None:
+    config = load_audit_config(Path(__file__).resolve().parents[2] / "examples" / "audit-lstm.toml")
+    plan = plan_audit(config)
+    assert {(t.spec["feature_set"], t.spec["config"]["model"]) for t in plan.recordings} == {("mfcc-frames", "lstm")}
+    assert {t.spec["attack"] for t in plan.attacks} == {"stats", "inversion", "label-only"}
