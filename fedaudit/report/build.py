@@ -231,8 +231,13 @@ def _asdict(score: Score) -> dict[str, float]:
 def baseline_sentence(b: Baseline) -> str:
     """What an attack scores beyond the label-only baseline, as a sentence."""
     points = 100 * b.above
-    verdict = ("beyond what the label mix alone explains" if b.beyond
-               else "within reach of the label mix alone, so the attack may be reading emotions rather than voices")
+    verdict = {
+        "beyond the label mix": "beyond what the label mix alone explains",
+        "attack at chance": "but the attack itself is indistinguishable from chance, so there is no leakage here "
+                            "for the label mix to explain",
+        "within reach of the label mix": "within reach of the label mix alone, so the attack may be reading "
+                                         "emotions rather than voices",
+    }[b.reading]
     return (f"The label-only baseline, which sees only the emotion-label mix of each update, scores "
             f"{fmt.figure(_asdict(b.baseline))}; "
             f"the {b.attack} attack is {abs(points):.0f} points {'above' if points >= 0 else 'below'} it, {verdict}.")

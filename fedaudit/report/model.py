@@ -156,11 +156,26 @@ class Baseline:
     above: float
     beyond: bool
 
+    #: ``"beyond the label mix"``, ``"attack at chance"`` (the attack's own lower bound does not clear chance,
+    #: so there is no leakage for the label mix to explain) or ``"within reach of the label mix"``; derived
+    #: from the scores when not given.
+    reading: str = ""
+
+    def __post_init__(self) -> None:
+        if not self.reading:
+            if self.beyond:
+                reading = "beyond the label mix"
+            elif self.score.ci_low <= self.score.chance:
+                reading = "attack at chance"
+            else:
+                reading = "within reach of the label mix"
+            object.__setattr__(self, "reading", reading)
+
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Baseline:
         return cls(attack=str(data["attack"]), attacker=str(data["attacker"]), score=Score.from_dict(data["score"]),
                    baseline=Score.from_dict(data["baseline"]), above=float(data["above"]),
-                   beyond=bool(data["beyond"]))
+                   beyond=bool(data["beyond"]), reading=str(data.get("reading", "")))
 
 
 @dataclass(frozen=True, kw_only=True)

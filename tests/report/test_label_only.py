@@ -22,7 +22,8 @@ def label_only(asr: float, lo: float, hi: float, *, attacker: str = "defense-awa
 def with_baseline(results: dict[str, Any]) -> dict[str, Any]:
     out = copy.deepcopy(results)
     out["cells"][0]["attacks"].append(label_only(0.60, 0.45, 0.74))  # stats 95% (88-100): beyond it
-    out["cells"][2]["attacks"].append(label_only(0.52, 0.40, 0.64))  # stats 56% (44-68): within reach
+    out["cells"][1]["attacks"].append(label_only(0.70, 0.58, 0.82))  # stats 78% (66-88): within reach
+    out["cells"][2]["attacks"].append(label_only(0.52, 0.40, 0.64))  # stats 56% (44-68): the attack is at chance
     return out
 
 
@@ -37,10 +38,19 @@ def test_each_attack_is_set_beside_the_baseline(with_baseline: dict[str, Any]) -
     udp = {(b.attack, b.attacker): b for b in report.settings[2].baselines}
     assert udp[("stats", "defense-aware")].above == pytest.approx(0.04) and not udp[("stats", "defense-aware")].beyond
     assert udp[("stats", "undefended")].baseline.attacker == "defense-aware"
-    assert report.settings[1].baselines == ()  # no label-only result in that cell
+    assert udp[("stats", "defense-aware")].reading == "attack at chance"
+    second = {(b.attack, b.attacker): b for b in report.settings[1].baselines}
+    assert second[("stats", "defense-aware")].reading == "within reach of the label mix"
+    assert stats.reading == "beyond the label mix"
+    assert report.settings[3].baselines == ()  # no label-only result in that cell
     finding = next(f for f in report.findings if f.setting == "fedsgd")
     assert "label-only baseline" in finding.sentence and "35 points above it" in finding.sentence
     assert "60% (95% CI 45-74%, chance 50%)" in finding.sentence
+    at_chance = next(f for f in report.findings if f.setting == report.settings[2].id)
+    assert "the attack itself is indistinguishable from chance, so there is no leakage here" in at_chance.sentence
+    assert "reading emotions" not in at_chance.sentence
+    within = next(f for f in report.findings if f.setting == report.settings[1].id)
+    assert "may be reading emotions rather than voices" in within.sentence
     data = json.loads(json.dumps(report.to_dict(), allow_nan=False))
     validate_report(data)
     assert LeakageReport.from_dict(data) == report
@@ -53,7 +63,8 @@ def test_the_baseline_table_renders(with_baseline: dict[str, Any], tmp_path: Pat
     html, md = (tmp_path / "report.html").read_text(), (tmp_path / "report.md").read_text()
     assert html.count('<tr data-setting="fedsgd" data-attack=') == 2 and "+35 points" in html
     assert "| FedSGD, no defense | stats (defense-aware) | 95% (88-100%) | 60% (45-74%) | +35 points | beyond the label mix |" in md
-    assert "within reach of the label mix" in md
+    assert "| +8 points | within reach of the label mix |" in md and "| +4 points | attack at chance |" in md
+    assert "attack at chance" in html and "within reach of the label mix" in html
 
 
 def test_without_a_label_only_result_there_is_no_baseline(results: dict[str, Any], tmp_path: Path) -> None:
