@@ -232,7 +232,9 @@ def baseline_sentence(b: Baseline) -> str:
     """What an attack scores beyond the label-only baseline, as a sentence."""
     points = 100 * b.above
     verdict = {
-        "beyond the label mix": "beyond what the label mix alone explains",
+        "beyond the label mix": "beyond what the label mix, as the baseline infers it, explains (the inferred mix "
+                                "underestimates a skew once the model is accurate, so check the corpus's emotion "
+                                "mix by gender too: docs/label-confounds.md)",
         "attack at chance": "but the attack itself is indistinguishable from chance, so there is no leakage here "
                             "for the label mix to explain",
         "within reach of the label mix": "within reach of the label mix alone, so the attack may be reading "

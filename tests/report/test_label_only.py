@@ -45,6 +45,7 @@ def test_each_attack_is_set_beside_the_baseline(with_baseline: dict[str, Any]) -
     assert report.settings[3].baselines == ()  # no label-only result in that cell
     finding = next(f for f in report.findings if f.setting == "fedsgd")
     assert "label-only baseline" in finding.sentence and "35 points above it" in finding.sentence
+    assert "underestimates a skew once the model is accurate" in finding.sentence  # "beyond" is no clearance
     assert "60% (95% CI 45-74%, chance 50%)" in finding.sentence
     at_chance = next(f for f in report.findings if f.setting == report.settings[2].id)
     assert "the attack itself is indistinguishable from chance, so there is no leakage here" in at_chance.sentence

@@ -42,8 +42,7 @@ Estimators of ``pbar`` (:data:`ESTIMATORS`):
     and keeps the iterate that fits ``(dW, db)`` best.
     Exact when the samples of each class share their activation (for a
     one-sample batch in exact arithmetic; with a confident model the float32
-    update is too coarse, so one sample gets iDLG's rule instead); much better than ``"uniform"`` on small batches of an
-    untrained or half-trained model (``benchmarks/bench_labels.py``).
+    update is too coarse, so one sample gets iDLG's rule instead).
 
 Signs (``kind``): FedSGD recordings hold gradients (``"gradient"``) and FedAvg
 recordings pseudo-gradients ``(theta_global - theta_local) / (lr U)``
